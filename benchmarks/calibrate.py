@@ -1,0 +1,58 @@
+"""Calibrate quick-mode settings: train with given overrides and print kNN per epoch next to baselines.
+
+    python benchmarks/calibrate.py --data digits --set epochs=15 batch_size=64 tau=0.1
+    python benchmarks/calibrate.py --data ../shared/data --per-class 500 --set epochs=10
+"""
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from instdisc_lesson.augment import AugmentConfig  # noqa: E402
+from instdisc_lesson.data import load_digits32  # noqa: E402
+from instdisc_lesson.knn import raw_pixel_knn  # noqa: E402
+from instdisc_lesson.trainer import Trainer, quick_config  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--data", default="digits")
+    p.add_argument("--per-class", type=int, default=500)
+    p.add_argument("--test-per-class", type=int, default=100)
+    p.add_argument("--set", nargs="*", default=[])
+    p.add_argument("--aug", nargs="*", default=[])
+    a = p.parse_args()
+    torch.set_num_threads(2)
+    if a.data == "digits":
+        train, test = load_digits32()
+    else:
+        from cifar_jpeg import load_jpeg_npz
+
+        train = load_jpeg_npz(Path(a.data) / "cifar10_train_jpeg.npz", per_class=a.per_class)
+        test = load_jpeg_npz(Path(a.data) / "cifar10_test_jpeg.npz", per_class=a.test_per_class)
+    over = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in a.set)}
+    aug = {k: ast.literal_eval(v) for k, v in (s.split("=", 1) for s in a.aug)}
+    cfg = quick_config(**over, augment=AugmentConfig(**aug))
+    print("config", json.dumps(cfg.to_dict()), flush=True)
+    for k in sorted({cfg.knn_k, 20, 200} & set(range(1, len(train) + 1))):
+        print(f"raw pixels k={k}: {raw_pixel_knn(train, test, k=k, sigma=cfg.knn_sigma)}", flush=True)
+    t = Trainer(cfg, train, test, progress=False)
+    start = time.time()
+    t.fit(0)
+    print("random init", t.baselines, flush=True)
+    for e in range(cfg.epochs):
+        t.fit(e + 1)
+        h = t.history[-1]
+        print(f"epoch {h['epoch']:3d} loss {h['loss']:.3f} knn {h.get('knn_top1', float('nan')):.3f} "
+              f"bank {h.get('bank_knn_top1') or float('nan'):.3f} t={time.time() - start:.0f}s", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,47 @@
+"""Checkpoints: plain ``state_dict``s with the config beside them, written atomically.
+
+Taught in notebook 06. ``save_checkpoint`` writes to a temporary file in the same folder and then
+renames it over the old one with ``os.replace``, which is atomic: a crash or Ctrl-C mid-save leaves
+the previous checkpoint whole, never a half-written file.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be used here; the message says why and what to do."""
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(tmp_path)``, then move tmp over ``path`` in one step. The old file survives any failure."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_checkpoint(path, state: dict) -> None:
+    """``torch.save(state, path)``, atomically."""
+    atomic_write(path, lambda tmp: torch.save(state, tmp))
+
+
+def load_checkpoint(path, map_location="cpu") -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"no checkpoint at {path}: train first, or drop --resume")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); delete it and train again") from None

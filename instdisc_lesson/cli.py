@@ -1,0 +1,109 @@
+"""The command line: ``python -m instdisc_lesson train ...``. Taught in notebook 06.
+
+    python -m instdisc_lesson train --data {quick|cifar10|PATH} --objective {parametric|softmax|nce}
+        --model {convnet|resnet18} --epochs N [--nce-m M] [--tau T] [--lr LR] [--batch-size B]
+        [--seed S] [--resume] --out RUN_DIR
+
+Unset options take the paper's defaults (full mode) or the calibrated quick-mode defaults (quick
+mode, or ``--data quick``). The run writes ``RUN_DIR/checkpoint.pt`` after every epoch and finally
+``RUN_DIR/metrics.json`` with ``knn_top1``, ``knn_top5``, ``random_init_knn_top1`` (the same model
+untrained, on the same data), ``raw_pixel_knn_top1``, ``history`` and ``config``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from .checkpoint import CheckpointError, atomic_write
+from .config import describe_setup, is_quick
+from .data import DatasetUnavailableError, load_dataset
+from .models import MODELS
+from .objectives import OBJECTIVES
+from .trainer import paper_config, quick_config
+
+# CLI option -> TrainConfig field
+_OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",
+            "lr": "lr", "batch_size": "batch_size", "seed": "seed", "lam": "lam", "bank_momentum": "bank_momentum",
+            "z_mode": "z_mode", "knn_k": "knn_k"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m instdisc_lesson", description="Instance discrimination (InstDisc) course tools.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    t = sub.add_parser("train", help="train an encoder with instance discrimination and report kNN accuracy",
+                       description="Train an encoder by instance discrimination; unset options take the paper's "
+                                   "defaults (full mode) or the calibrated quick-mode defaults (--data quick).")
+    t.add_argument("--data", default=None, help="'quick' (offline, small), 'cifar10', or the path of an image folder "
+                   "with train/<class>/* and optional test/<class>/* (default: quick in quick mode, else cifar10)")
+    t.add_argument("--data-root", default=None, help="where CIFAR-10 lives or is downloaded to (default: $INSTDISC_DATA or data/)")
+    t.add_argument("--objective", choices=OBJECTIVES, help="parametric softmax (eq. 1), full non-parametric softmax (eq. 2), or NCE (eqs. 3-8)")
+    t.add_argument("--model", choices=MODELS, help="small ConvNet (CPU) or ResNet-18 for CIFAR (paper)")
+    t.add_argument("--epochs", type=int, help="training epochs (paper: 200)")
+    t.add_argument("--nce-m", type=int, help="NCE noise samples m (paper: 4096)")
+    t.add_argument("--tau", type=float, help="temperature tau (paper: 0.07)")
+    t.add_argument("--lr", type=float, help="SGD learning rate (paper: 0.03)")
+    t.add_argument("--batch-size", type=int, help="batch size (paper: 128)")
+    t.add_argument("--lam", type=float, help="proximal weight lambda of eq. 9 (default 0: off)")
+    t.add_argument("--bank-momentum", type=float, help="memory-bank momentum (paper code: 0.5)")
+    t.add_argument("--z-mode", choices=("ema", "once"), help="NCE normaliser Z: EMA (default) or once from the first batch (paper)")
+    t.add_argument("--knn-k", type=int, help="neighbours for the kNN monitor (paper: 200)")
+    t.add_argument("--seed", type=int, help="random seed (default 0)")
+    t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch")
+    t.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json and metrics.json go here")
+    return parser
+
+
+def train_command(args) -> dict:
+    from .knn import raw_pixel_knn
+    from .trainer import Trainer
+
+    data = args.data or ("quick" if is_quick() else "cifar10")
+    base = quick_config if data == "quick" or is_quick() else paper_config
+    overrides = {field: getattr(args, opt) for opt, field in _OPTIONS.items() if getattr(args, opt) is not None}
+    cfg = base(**overrides, data=data)
+    out = Path(args.out)
+    ckpt = out / "checkpoint.pt"
+    if ckpt.exists() and not args.resume:
+        raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    train, test = load_dataset(data, args.data_root)
+    print(describe_setup(), file=sys.stderr)
+    trainer = Trainer(cfg, train, test, device=args.device, out_dir=out)
+    if args.resume and ckpt.exists():
+        trainer.load(ckpt)
+        print(f"resuming {out} from epoch {trainer.epoch}", file=sys.stderr)
+    start = time.perf_counter()
+    trainer.fit()
+    top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]
+    raw1, raw5 = raw_pixel_knn(train, test, cfg.knn_k, cfg.knn_sigma)
+    metrics = {
+        "knn_top1": top1, "knn_top5": top5,
+        "random_init_knn_top1": trainer.baselines["random_init_knn_top1"],
+        "random_init_knn_top5": trainer.baselines["random_init_knn_top5"],
+        "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5,
+        "train_images": len(train), "test_images": len(test), "seconds_this_session": time.perf_counter() - start,
+        "history": trainer.history, "config": cfg.to_dict(),
+    }
+    text = json.dumps(metrics, indent=2)
+    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+    print(f"kNN top-1 {top1:.1%} (random init {metrics['random_init_knn_top1']:.1%}, raw pixels {raw1:.1%}) -> {out / 'metrics.json'}")
+    return metrics
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "train":
+            train_command(args)
+    except (ValueError, CheckpointError, DatasetUnavailableError) as err:
+        lines = str(err).splitlines()
+        parser.exit(2, f"error: {lines[0]}\n" + "".join(f"  {line}\n" for line in lines[1:]))
+    except FloatingPointError as err:
+        parser.exit(3, f"error: {err}\n")
+    except KeyboardInterrupt:
+        parser.exit(130, f"interrupted: the last complete epoch is saved in {args.out}; continue with --resume\n")
+    return 0

@@ -1,0 +1,80 @@
+"""Configuration shared by every notebook: quick mode, the device, seeding and paths.
+
+Taught in notebook 00. Nothing heavy is imported here, so ``import instdisc_lesson`` stays fast.
+
+Quick mode is one switch, read from the environment:
+``INSTDISC_QUICK=1`` turns it on, ``INSTDISC_QUICK=0`` turns it off, and when the variable is
+unset it is on whenever ``CI`` is set or no GPU is available. Quick mode picks the offline quick
+dataset, a few epochs and the small ConvNet, so every notebook finishes in about a minute on a CPU.
+"""
+from __future__ import annotations
+
+import os
+import random
+from pathlib import Path
+
+import torch
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+def is_quick() -> bool:
+    """True when the course should run its small, offline, CPU-sized experiments.
+
+    Order of precedence: ``INSTDISC_QUICK`` (1/0), then ``CI`` (set means quick), then the hardware
+    (no CUDA GPU means quick).
+    """
+    flag = os.environ.get("INSTDISC_QUICK")
+    if flag is not None:
+        value = flag.strip().lower()
+        if value in _TRUE:
+            return True
+        if value in _FALSE:
+            return False
+        raise ValueError(f"INSTDISC_QUICK={flag!r} is not understood: use 1 (quick mode) or 0 (full mode)")
+    if os.environ.get("CI"):
+        return True
+    return not torch.cuda.is_available()
+
+
+def get_device(prefer: str | None = None) -> torch.device:
+    """The best device here: CUDA, then Apple MPS, then CPU (or ``prefer`` when given)."""
+    if prefer is not None:
+        return torch.device(prefer)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def describe_setup() -> str:
+    """One line for the top of every notebook: device and mode."""
+    device = get_device()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type.upper()
+    mode = "quick mode (small offline data, small ConvNet)" if is_quick() else "full mode (CIFAR-10, paper settings)"
+    return f"device: {name} | {mode} | torch {torch.__version__}"
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch so a run can be repeated; returns a CPU generator seeded alike."""
+    random.seed(seed)
+    try:
+        import numpy as np
+
+        np.random.seed(seed % 2**32)
+    except ImportError:  # numpy is a dependency, but seeding must never be the thing that fails
+        pass
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def data_root(root: str | os.PathLike | None = None) -> Path:
+    """Where datasets live: the argument, else ``$INSTDISC_DATA``, else ``data/`` at the project top."""
+    if root is not None:
+        return Path(root).expanduser()
+    env = os.environ.get("INSTDISC_DATA")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parent.parent / "data"

@@ -1,0 +1,260 @@
+"""Datasets that return ``(image, label, index)``: the index is the class instance discrimination predicts.
+
+Taught in notebook 00. Every source (CIFAR-10, the offline quick set, an image folder) ends up in one
+:class:`InstanceDataset`: a uint8 tensor of shape (n, 3, 32, 32) plus integer labels. Labels are used
+only to *evaluate* (kNN, probes); training sees nothing but the index.
+
+Keeping the whole set as one uint8 tensor is the airbench habit: 50,000 CIFAR images are 150 MB,
+they can sit on the GPU, and a batch is just ``images[idx]``; augmentation then runs on the batch
+(see ``augment.py``) with no DataLoader workers at all.
+"""
+from __future__ import annotations
+
+import pickle
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .config import data_root
+
+IMAGE_SIZE = 32
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+class DatasetUnavailableError(RuntimeError):
+    """Raised when a dataset cannot be found or downloaded; the message says what to do."""
+
+
+@dataclass
+class InstanceDataset:
+    """n images (uint8, shape (n, 3, 32, 32)) with labels; item i is ``(image_i, label_i, i)``."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    classes: tuple[str, ...] = field(default_factory=tuple)
+    name: str = ""
+
+    def __post_init__(self):
+        if self.images.dtype != torch.uint8 or self.images.dim() != 4 or tuple(self.images.shape[1:]) != (3, IMAGE_SIZE, IMAGE_SIZE):
+            raise ValueError(
+                f"images must be a uint8 tensor of shape (n, 3, {IMAGE_SIZE}, {IMAGE_SIZE}), "
+                f"got {self.images.dtype} {tuple(self.images.shape)}"
+            )
+        if len(self.labels) != len(self.images):
+            raise ValueError(f"{len(self.labels)} labels for {len(self.images)} images: they must match")
+        if len(self.images) == 0:
+            raise ValueError(f"dataset {self.name!r} has no images")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int):
+        return self.images[index], int(self.labels[index]), index
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes) if self.classes else int(self.labels.max()) + 1
+
+    def to(self, device) -> "InstanceDataset":
+        """The same dataset with its tensors on ``device`` (e.g. the GPU, for the fast path)."""
+        return InstanceDataset(self.images.to(device), self.labels.to(device), self.classes, self.name)
+
+    def subset(self, indices) -> "InstanceDataset":
+        """A smaller dataset; its indices are renumbered 0..len-1."""
+        indices = torch.as_tensor(indices, dtype=torch.long)
+        return InstanceDataset(self.images[indices], self.labels[indices], self.classes, self.name)
+
+
+def to_float(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images in [0, 255] -> float images in [0, 1]: the 'test transform' of the course."""
+    return images.float().div_(255.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# CIFAR-10
+# ----------------------------------------------------------------------------------------------
+def _cifar_help(root: Path) -> str:
+    return (
+        f"CIFAR-10 is not in {root} and could not be downloaded.\n"
+        "Fix it in one of these ways:\n"
+        f"  1. download https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz and extract it so that\n"
+        f"     {root / 'cifar-10-batches-py'}/data_batch_1 ... test_batch exist;\n"
+        "  2. point the course at a folder that already has it: set INSTDISC_DATA=/path/to/folder,\n"
+        "     or pass root=... (CLI: --data-root);\n"
+        "  3. or work offline in quick mode: INSTDISC_QUICK=1 (CLI: --data quick)."
+    )
+
+
+def _read_cifar_batches(folder: Path, train: bool) -> tuple[np.ndarray, np.ndarray]:
+    names = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    arrays, labels = [], []
+    for name in names:
+        with open(folder / name, "rb") as fh:
+            entry = pickle.load(fh, encoding="latin1")
+        arrays.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE))
+        labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+    return np.concatenate(arrays), np.asarray(labels, dtype=np.int64)
+
+
+def load_cifar10(root=None, train: bool = True, download: bool = True) -> InstanceDataset:
+    """CIFAR-10 (train: 50,000 images, test: 10,000) in torchvision's on-disk format under ``root``.
+
+    When ``root/cifar-10-batches-py`` is missing it is fetched with torchvision's own download
+    (``torchvision.datasets.CIFAR10(download=True)``); if that fails (no network, say) the error
+    says where to put the files or how to use quick mode instead.
+    """
+    root = data_root(root)
+    folder = root / "cifar-10-batches-py"
+    needed = [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"]
+    if not all((folder / name).exists() for name in needed):
+        if not download:
+            raise DatasetUnavailableError(_cifar_help(root))
+        try:
+            import torchvision
+
+            root.mkdir(parents=True, exist_ok=True)
+            torchvision.datasets.CIFAR10(str(root), train=train, download=True)
+        except Exception as err:  # URLError, socket timeouts, bad archives ...: one clear message
+            raise DatasetUnavailableError(f"{_cifar_help(root)}\n(download failed: {type(err).__name__}: {err})") from None
+    try:
+        images, labels = _read_cifar_batches(folder, train)
+        classes = CIFAR10_CLASSES
+        meta = folder / "batches.meta"
+        if meta.exists():
+            with open(meta, "rb") as fh:
+                classes = tuple(pickle.load(fh, encoding="latin1")["label_names"])
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+        raise DatasetUnavailableError(
+            f"The CIFAR-10 files in {folder} are unreadable ({type(err).__name__}: {err}).\n"
+            "Delete that folder and download again, or use quick mode (INSTDISC_QUICK=1)."
+        ) from None
+    return InstanceDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, "cifar10-" + ("train" if train else "test"))
+
+
+# ----------------------------------------------------------------------------------------------
+# Image folders: root/train/<class>/*.png and optionally root/test/<class>/*.png
+# ----------------------------------------------------------------------------------------------
+def pil_to_tensor32(image) -> torch.Tensor:
+    """Any PIL image -> uint8 (3, 32, 32): RGB, centre-cropped to a square, resized with antialiasing."""
+    from PIL import Image
+
+    image = image.convert("RGB")
+    w, h = image.size
+    side = min(w, h)
+    left, top = (w - side) // 2, (h - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    if side != IMAGE_SIZE:
+        image = image.resize((IMAGE_SIZE, IMAGE_SIZE), Image.BICUBIC)
+    array = np.asarray(image, dtype=np.uint8).copy()  # (32, 32, 3)
+    return torch.from_numpy(array).permute(2, 0, 1).contiguous()
+
+
+def _read_split(split_dir: Path, classes: tuple[str, ...] | None):
+    from PIL import Image, UnidentifiedImageError
+
+    if not split_dir.is_dir():
+        raise ValueError(f"image folder {split_dir} does not exist: expected {split_dir}/<class_name>/<images>")
+    found = tuple(sorted(p.name for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")))
+    if classes is None:
+        classes = found
+    if not classes:
+        raise ValueError(f"image folder {split_dir} has no class sub-folders: expected {split_dir}/<class_name>/<images>")
+    images, labels, bad = [], [], []
+    for label, name in enumerate(classes):
+        for path in sorted((split_dir / name).glob("*")) if (split_dir / name).is_dir() else []:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(path) as img:
+                    images.append(pil_to_tensor32(img))
+                labels.append(label)
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+                bad.append(path)
+    if bad:
+        warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {split_dir}, e.g. {bad[0]}", stacklevel=3)
+    if not images:
+        raise ValueError(
+            f"image folder {split_dir} holds no readable images "
+            f"(looked for {', '.join(sorted(IMAGE_SUFFIXES))} inside its class folders)"
+        )
+    return torch.stack(images), torch.tensor(labels, dtype=torch.long), classes
+
+
+def load_image_folder(path, holdout: float = 0.2, seed: int = 0) -> tuple[InstanceDataset, InstanceDataset]:
+    """A practitioner's own images: ``path/train/<class>/*`` and optionally ``path/test/<class>/*``.
+
+    Images of any size or mode (grayscale, RGBA, ...) become RGB 32x32. Class folders give labels,
+    used only for evaluation. Without a ``test/`` folder a stratified ``holdout`` fraction of
+    ``train/`` is held out for evaluation. Unreadable files are skipped with a warning that counts them.
+    """
+    root = Path(path).expanduser()
+    if not root.is_dir():
+        raise ValueError(f"image folder {root} does not exist")
+    images, labels, classes = _read_split(root / "train", None)
+    if (root / "test").is_dir():
+        test_images, test_labels, _ = _read_split(root / "test", classes)
+        train = InstanceDataset(images, labels, classes, f"{root.name}-train")
+        return train, InstanceDataset(test_images, test_labels, classes, f"{root.name}-test")
+    full = InstanceDataset(images, labels, classes, root.name)
+    return stratified_split(full, holdout, seed)
+
+
+def stratified_split(dataset: InstanceDataset, holdout: float, seed: int = 0) -> tuple[InstanceDataset, InstanceDataset]:
+    """Split off ``holdout`` of every class (at least one image of classes with two or more)."""
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"holdout={holdout} must lie strictly between 0 and 1")
+    gen = torch.Generator().manual_seed(seed)
+    train_idx, test_idx = [], []
+    for c in torch.unique(dataset.labels):
+        members = torch.nonzero(dataset.labels == c).flatten()
+        members = members[torch.randperm(len(members), generator=gen)]
+        k = int(round(holdout * len(members))) if len(members) > 1 else 0
+        k = max(k, 1) if len(members) > 1 else 0
+        test_idx.append(members[:k])
+        train_idx.append(members[k:])
+    train_idx, test_idx = torch.cat(train_idx).sort().values, torch.cat(test_idx).sort().values
+    if len(test_idx) == 0:
+        raise ValueError(f"dataset {dataset.name!r} is too small to hold out test images: add a test/ folder")
+    train, test = dataset.subset(train_idx), dataset.subset(test_idx)
+    train.name, test.name = f"{dataset.name}-train", f"{dataset.name}-test"
+    return train, test
+
+
+# ----------------------------------------------------------------------------------------------
+# The offline quick set
+# ----------------------------------------------------------------------------------------------
+def load_digits32(seed: int = 0) -> tuple[InstanceDataset, InstanceDataset]:
+    """scikit-learn's 1,797 handwritten digits (8x8, installed with scikit-learn), as 3x32x32 RGB uint8.
+
+    Upscaled bilinearly and repeated over the three channels, so they take the same code path as
+    CIFAR-10. Split 80/20 per class: 1,437 train / 360 test.
+    """
+    from sklearn.datasets import load_digits  # lazy: sklearn is slow to import
+
+    digits = load_digits()
+    x = torch.from_numpy(digits.images).float().div(16.0).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
+    x = F.interpolate(x, size=IMAGE_SIZE, mode="bilinear", align_corners=False).clamp(0, 1)
+    images = (x * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()  # (1797, 3, 32, 32)
+    full = InstanceDataset(images, torch.from_numpy(digits.target).long(), tuple(str(d) for d in range(10)), "digits")
+    return stratified_split(full, 0.2, seed)
+
+
+def load_quick(seed: int = 0) -> tuple[InstanceDataset, InstanceDataset]:
+    """The offline quick set used in quick mode (see README, 'How quick mode was calibrated')."""
+    return load_digits32(seed)
+
+
+def load_dataset(name: str, root=None) -> tuple[InstanceDataset, InstanceDataset]:
+    """``"quick"``, ``"cifar10"`` or the path of an image folder -> (train, test)."""
+    if name == "quick":
+        return load_quick()
+    if name == "cifar10":
+        return load_cifar10(root, train=True), load_cifar10(root, train=False)
+    if Path(name).expanduser().exists():
+        return load_image_folder(name)
+    raise ValueError(f"unknown data {name!r}: use 'quick', 'cifar10', or the path of an image folder with train/ (and test/)")

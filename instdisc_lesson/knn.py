@@ -1,0 +1,119 @@
+"""Evaluation of frozen features: weighted kNN, 1-NN, a linear probe, retrieval, raw-pixel baseline.
+
+Taught in notebook 05. The paper's kNN (Wu et al. 2018, sec. 3.4): take the k training features most
+similar to the query, ``s_i = v_i^T f`` (cosine, all unit vectors), let each vote for its class with
+weight ``alpha_i = exp(s_i / sigma)``, and rank classes by their summed votes. Defaults: k = 200,
+sigma = 0.07 (= tau) in the paper; 0.1 in its CIFAR code.
+
+The training features are *recomputed* with the test transform (no augmentation) rather than read
+from the memory bank: bank rows were written at different times by an older network, so bank-kNN is
+a noisier signal (notebook 02 compares the two).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .data import to_float
+
+
+@torch.no_grad()
+def embed(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512, device=None) -> torch.Tensor:
+    """Features of uint8 images (n, 3, 32, 32) with the test transform, in eval mode: (n, dim) float32."""
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    was_training = model.training
+    model.eval()
+    out = []
+    for start in range(0, len(images), batch_size):
+        batch = to_float(images[start:start + batch_size].to(device, non_blocking=True))
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            f = model(batch)
+        out.append(F.normalize(f.float(), dim=1))
+    model.train(was_training)
+    return torch.cat(out)
+
+
+def raw_pixel_features(images: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """The raw-pixel baseline: flattened pixels, centred by ``mean`` (the training set's mean image), unit length."""
+    x = to_float(images).flatten(1)  # (n, 3072)
+    if mean is None:
+        mean = x.mean(dim=0)
+    return F.normalize(x - mean, dim=1)
+
+
+def check_k(k: int, n_train: int) -> None:
+    if not 1 <= k <= n_train:
+        raise ValueError(f"k={k} neighbours must lie in [1, {n_train}] (the number of training features)")
+
+
+@torch.no_grad()
+def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor,
+               k: int = 200, sigma: float = 0.1, num_classes: int | None = None, chunk: int = 1024) -> torch.Tensor:
+    """Summed votes per class, ``sum_{i in top-k, y_i = c} exp(s_i / sigma)``: (Q, C).
+
+    Queries run ``chunk`` at a time, so memory stays at chunk x n_train however many queries there are.
+    The votes are computed as ``exp((s_i - s_max) / sigma)``: the same ranking, and no overflow for small sigma.
+    """
+    check_k(k, len(train_features))
+    if not sigma > 0:
+        raise ValueError(f"sigma={sigma} must be > 0 (the paper uses sigma = tau = 0.07)")
+    if train_features.shape[1] != query_features.shape[1]:
+        raise ValueError(f"train features have dim {train_features.shape[1]} but queries {query_features.shape[1]}")
+    C = num_classes if num_classes is not None else int(train_labels.max()) + 1
+    train_labels = train_labels.to(train_features.device)
+    out = []
+    for start in range(0, len(query_features), chunk):
+        q = query_features[start:start + chunk].to(train_features.device)  # (q, d)
+        sims = q @ train_features.t()  # (q, n_train)
+        top_sims, top_idx = sims.topk(k, dim=1)  # (q, k)
+        votes = torch.exp((top_sims - top_sims[:, :1]) / sigma)  # (q, k), alpha up to a per-query constant
+        scores = torch.zeros(len(q), C, device=q.device)
+        scores.scatter_add_(1, train_labels[top_idx], votes)  # (q, C): add each vote to its class
+        out.append(scores)
+    return torch.cat(out)
+
+
+def rank_classes(scores: torch.Tensor) -> torch.Tensor:
+    """Classes from best to worst per row; equal scores are ranked by the smaller class index."""
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices
+
+
+def knn_accuracy(train_features, train_labels, query_features, query_labels, k: int = 200, sigma: float = 0.1,
+                 num_classes: int | None = None, chunk: int = 1024) -> tuple[float, float]:
+    """Weighted-kNN (top-1, top-5) accuracy in [0, 1]. k = 1 is plain 1-NN."""
+    scores = knn_scores(train_features, train_labels, query_features, k, sigma, num_classes, chunk)
+    ranked = rank_classes(scores).cpu()  # (Q, C)
+    truth = query_labels.cpu().view(-1, 1)
+    top1 = (ranked[:, :1] == truth).any(dim=1).float().mean().item()
+    top5 = (ranked[:, :5] == truth).any(dim=1).float().mean().item()
+    return top1, top5
+
+
+def evaluate_model(model, train, test, k: int = 200, sigma: float = 0.1, batch_size: int = 512) -> tuple[float, float]:
+    """Recompute features of both sets with the test transform and return kNN (top-1, top-5)."""
+    train_f = embed(model, train.images, batch_size)
+    test_f = embed(model, test.images, batch_size)
+    return knn_accuracy(train_f, train.labels, test_f, test.labels, k, sigma, train.num_classes)
+
+
+def raw_pixel_knn(train, test, k: int = 200, sigma: float = 0.1) -> tuple[float, float]:
+    """kNN on centred raw pixels: the baseline any learned feature must beat."""
+    mean = to_float(train.images).flatten(1).mean(dim=0)
+    return knn_accuracy(raw_pixel_features(train.images, mean), train.labels,
+                        raw_pixel_features(test.images, mean), test.labels, k, sigma, train.num_classes)
+
+
+@torch.no_grad()
+def retrieve(train_features: torch.Tensor, query_features: torch.Tensor, topk: int = 10) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``topk`` most similar training items per query: (similarities, indices), each (Q, topk)."""
+    check_k(topk, len(train_features))
+    return (query_features.to(train_features.device) @ train_features.t()).topk(topk, dim=1)
+
+
+def linear_probe(train_features, train_labels, test_features, test_labels, C: float = 1.0, max_iter: int = 1000) -> float:
+    """Top-1 accuracy of a logistic-regression probe (scikit-learn) trained on frozen features."""
+    from sklearn.linear_model import LogisticRegression  # lazy: sklearn is slow to import
+
+    probe = LogisticRegression(C=C, max_iter=max_iter)
+    probe.fit(train_features.cpu().numpy(), train_labels.cpu().numpy())
+    return float(probe.score(test_features.cpu().numpy(), test_labels.cpu().numpy()))

@@ -1,0 +1,90 @@
+"""Encoders that map a 3x32x32 image to a point on the unit sphere in R^d (d = 128 in the paper).
+
+Taught in notebooks 00 and 01. InstDisc (Wu et al. 2018, sec. 3.1) feeds the CNN output through a
+linear layer to a 128-d vector and L2-normalises it, ``v = f_theta(x) / ||f_theta(x)||``, so that
+every similarity in the course is a cosine ``v_i^T v_j`` in [-1, 1].
+
+* :class:`ConvNet` – a small 3-block network for CPU quick mode (about 1,500 images/s training on
+  2 CPU cores).
+* :func:`resnet18_cifar` – the paper's ResNet-18 with the usual CIFAR stem: a 3x3 stride-1 first
+  convolution and no max-pool, so 32x32 inputs are not shrunk to 8x8 before the first block.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+MODELS = ("convnet", "resnet18")
+
+
+class Normalize(nn.Module):
+    """Map images in [0, 1] to roughly zero mean and unit variance per channel (CIFAR-10 statistics)."""
+
+    def __init__(self, mean=(0.4914, 0.4822, 0.4465), std=(0.247, 0.243, 0.261)):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x):
+        return (x - self.mean) / self.std
+
+
+class Embedder(nn.Module):
+    """backbone -> linear head to ``dim`` -> L2 normalisation. ``features()`` skips the head."""
+
+    def __init__(self, backbone: nn.Module, width: int, dim: int, head_bn: bool = False):
+        super().__init__()
+        if dim <= 0:
+            raise ValueError(f"dim={dim} must be a positive embedding size (the paper uses 128)")
+        self.normalize = Normalize()
+        self.backbone = backbone
+        self.head = nn.Linear(width, dim)
+        # Optional BatchNorm of the head output: removes the direction all untrained features share.
+        self.head_bn = nn.BatchNorm1d(dim) if head_bn else nn.Identity()
+        self.dim = dim
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.normalize(x))  # (B, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.normalize(self.head_bn(self.head(self.features(x))), dim=1)  # (B, dim), unit length
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
+
+
+class ConvNet(Embedder):
+    """Three conv-BN-ReLU-pool blocks (widths 32-64-128), global average pooling, 128-d head."""
+
+    def __init__(self, dim: int = 128, widths=(32, 64, 128), head_bn: bool = False):
+        layers, c = [], 3
+        for w in widths:
+            layers.append(_block(c, w))
+            c = w
+        backbone = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        super().__init__(backbone, c, dim, head_bn)
+
+
+def resnet18_cifar(dim: int = 128) -> Embedder:
+    """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, ending in a ``dim``-d head."""
+    import torchvision
+
+    net = torchvision.models.resnet18(num_classes=10)
+    net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+    net.maxpool = nn.Identity()
+    net.fc = nn.Identity()  # the backbone now ends at the 512-d pooled features
+    return Embedder(net, 512, dim)
+
+
+def build_model(name: str, dim: int = 128, head_bn: bool = False) -> Embedder:
+    """``"convnet"`` or ``"resnet18"``."""
+    if name == "convnet":
+        return ConvNet(dim, head_bn=head_bn)
+    if name == "resnet18":
+        return resnet18_cifar(dim)
+    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")

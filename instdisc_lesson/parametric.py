@@ -1,0 +1,47 @@
+"""Parametric instance softmax: an n-way linear classifier whose classes are the n images.
+
+Taught in notebook 01. Wu et al. 2018, eq. 1, with one weight vector ``w_j`` per instance:
+
+    P(i | v) = exp(w_i^T v) / sum_{j=1..n} exp(w_j^T v)
+
+The loss is the ordinary cross-entropy with the image's *index* as its label. The weights do not
+let instances be compared with each other, and their number grows with n (n x d parameters,
+e.g. 1.28M x 128 for ImageNet): the two reasons the paper replaces ``w_j`` by stored features.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class ParametricSoftmax(nn.Module):
+    """Cross-entropy over n instance classes with a learned (n, dim) weight matrix and bias.
+
+    Raises:
+        ValueError: for n < 2 or dim < 1, and (in :meth:`forward`) for features or indices that do not fit.
+
+    Example:
+        >>> objective = ParametricSoftmax(n=50_000, dim=128)
+        >>> loss = objective(features, idx)   # features: (B, 128) unit rows; idx: (B,) image indices
+    """
+
+    def __init__(self, n: int, dim: int):
+        super().__init__()
+        if n < 2:
+            raise ValueError(f"n={n}: instance discrimination needs at least 2 instances")
+        if dim < 1:
+            raise ValueError(f"dim={dim} must be a positive feature size")
+        self.n, self.dim = n, dim
+        self.classifier = nn.Linear(dim, n)  # row j is w_j
+
+    def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
+        if features.dim() != 2 or features.shape[1] != self.dim:
+            raise ValueError(f"features of shape {tuple(features.shape)} do not fit dim {self.dim}: expected (B, {self.dim})")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
+            raise ValueError(f"indices must lie in [0, {self.n - 1}], got min {int(idx.min())}, max {int(idx.max())}")
+        logits = self.classifier(features)  # (B, n): w_j^T v + b_j
+        return F.cross_entropy(logits, idx)
+
+    def after_step(self, features: torch.Tensor, idx: torch.Tensor) -> None:
+        """Nothing to refresh: the weights are trained by the optimizer."""

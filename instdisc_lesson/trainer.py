@@ -1,0 +1,271 @@
+"""One training loop for every objective: history, progress, checkpoints, resume.
+
+Taught in notebook 06. One step of instance discrimination, whatever the objective:
+
+    x = augment(images[idx])                 # a random view of each image in the batch
+    f = model(x)                             # (B, d) unit features
+    loss = objective(f, idx)                 # reads bank rows / class weights of idx
+    loss.backward(); optimizer.step()
+    objective.after_step(f.detach(), idx)    # memory-bank update (no-op for the parametric softmax)
+
+The paper's recipe (Wu et al. 2018, CIFAR-10): SGD lr 0.03, momentum 0.9, weight decay 5e-4,
+batch 128, 200 epochs, lr x0.1 at epochs 120 and 160, tau = 0.07 (0.1 in the CIFAR code), bank
+momentum 0.5, NCE m = 4096, kNN k = 200. ``paper_config()`` holds it; ``quick_config()`` holds the
+settings calibrated for a CPU in quick mode (see README and benchmarks/RESULTS.md for the measurements).
+
+The data sits on the training device as uint8 and is indexed and augmented there (no DataLoader).
+After every epoch the trainer recomputes kNN accuracy on the test set, appends to ``history``, and
+(with ``out_dir``) writes ``checkpoint.pt`` atomically, so an interrupted run resumes from its last
+complete epoch with the same result.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+
+from .augment import AugmentConfig, augment
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
+from .config import get_device, is_quick, seed_everything
+from .data import InstanceDataset
+from .knn import check_k, evaluate_model, knn_accuracy
+from .models import build_model
+from .objectives import build_objective
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run. Defaults are the paper's CIFAR-10 recipe."""
+
+    data: str = "cifar10"
+    objective: str = "nce"  # parametric | softmax | nce
+    model: str = "resnet18"  # convnet | resnet18
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple = (0.6, 0.8)  # fractions of the run: epochs 120 and 160 of 200
+    tau: float = 0.07
+    nce_m: int = 4096
+    bank_momentum: float = 0.5
+    lam: float = 0.0
+    z_mode: str = "ema"
+    z_momentum: float = 0.99
+    shared_negatives: bool = False
+    dim: int = 128
+    head_bn: bool = False
+    knn_k: int = 200
+    knn_sigma: float = 0.1
+    eval_every: int = 1
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()})
+        self.lr_milestones = tuple(self.lr_milestones)
+        for name in ("epochs", "batch_size", "dim", "knn_k", "eval_every"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be a positive integer")
+        for name in ("lr", "knn_sigma"):
+            if not getattr(self, name) > 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be > 0")
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError(f"momentum={self.momentum} (SGD) must lie in [0, 1)")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"weight_decay={self.weight_decay} must be >= 0")
+        if not all(0.0 < f < 1.0 for f in self.lr_milestones):
+            raise ValueError(f"lr_milestones={self.lr_milestones} are fractions of the run and must lie in (0, 1)")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+def paper_config(**overrides) -> TrainConfig:
+    """The paper's CIFAR-10 run: ResNet-18, NCE m = 4096, 200 epochs."""
+    return replace(TrainConfig(), **overrides)
+
+
+# Calibrated for the offline quick set on a 2-core CPU (see README, "How quick mode was calibrated").
+QUICK_DEFAULTS = dict(data="quick", model="convnet", objective="softmax", epochs=15, batch_size=64, lr=0.03,
+                      tau=0.1, nce_m=256, knn_k=20, eval_every=1)
+
+
+def quick_config(**overrides) -> TrainConfig:
+    """The settings quick mode uses: the offline quick set, the small ConvNet, a few epochs."""
+    return replace(TrainConfig(**QUICK_DEFAULTS), **overrides)
+
+
+def default_config(**overrides) -> TrainConfig:
+    """``quick_config`` in quick mode, ``paper_config`` otherwise."""
+    return quick_config(**overrides) if is_quick() else paper_config(**overrides)
+
+
+def _batches(perm: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Split a permutation into batches; a last batch of one image joins the previous (BatchNorm needs 2)."""
+    batches = list(perm.split(batch_size))
+    if len(batches) > 1 and len(batches[-1]) == 1:
+        batches[-2:] = [torch.cat(batches[-2:])]
+    return batches
+
+
+class Trainer:
+    """Trains ``cfg.model`` with ``cfg.objective`` on ``train`` and tracks kNN on ``test``.
+
+    Example:
+        >>> trainer = Trainer(quick_config(), train_set, test_set, out_dir="runs/quick")
+        >>> history = trainer.fit()
+        >>> history[-1]["knn_top1"]
+    """
+
+    def __init__(self, cfg: TrainConfig, train: InstanceDataset, test: InstanceDataset | None = None,
+                 device=None, out_dir=None, progress: bool = True):
+        n = len(train)
+        if cfg.batch_size > n:
+            raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({n} images): use at most {n}")
+        if test is not None:
+            check_k(cfg.knn_k, n)
+        self.cfg, self.train_set, self.test_set = cfg, train, test
+        self.device = get_device(device)
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.progress = progress
+        seed_everything(cfg.seed)
+        self.model = build_model(cfg.model, cfg.dim, cfg.head_bn).to(self.device)
+        self.objective = build_objective(cfg.objective, n, cfg.dim, tau=cfg.tau, m=cfg.nce_m,
+                                         bank_momentum=cfg.bank_momentum, lam=cfg.lam, z_mode=cfg.z_mode,
+                                         z_momentum=cfg.z_momentum, shared_negatives=cfg.shared_negatives).to(self.device)
+        if self.device.type == "cuda":
+            self.model = self.model.to(memory_format=torch.channels_last)
+        params = list(self.model.parameters()) + list(self.objective.parameters())
+        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        milestones = sorted({max(1, round(f * cfg.epochs)) for f in cfg.lr_milestones})
+        self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=0.1)
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.images = train.images.to(self.device)  # (n, 3, 32, 32) uint8, resident on the device
+        self.epoch, self.history, self.baselines = 0, [], {}
+
+    # -- one step, one epoch ---------------------------------------------------------------------
+    def step(self, idx: torch.Tensor) -> torch.Tensor:
+        """One optimisation step on the images ``idx``; returns the loss (a 0-d tensor)."""
+        x = augment(self.images[idx], self.cfg.augment, self.gen)  # (B, 3, 32, 32) in [0, 1]
+        if self.device.type == "cuda":
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
+            f = self.model(x)
+        f = f.float()  # (B, d); the objective runs in float32 (and in log space)
+        loss = self.objective(f, idx, self.gen)
+        return loss, f
+
+    def train_epoch(self) -> float:
+        self.model.train()
+        perm = torch.randperm(len(self.images), generator=self.gen, device=self.device)
+        total, count = 0.0, 0
+        for step, idx in enumerate(_batches(perm, self.cfg.batch_size)):
+            loss, f = self.step(idx)
+            value = loss.item()
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"the loss became {value} at epoch {self.epoch + 1}, step {step + 1}: training stopped before "
+                    "the bad step was applied. Try a smaller learning rate or a larger tau; "
+                    "the last complete epoch's checkpoint and history are kept."
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            self.objective.after_step(f.detach(), idx)
+            total, count = total + value * len(idx), count + len(idx)
+        self.scheduler.step()
+        self.epoch += 1
+        return total / count
+
+    def evaluate(self) -> tuple[float, float]:
+        """kNN (top-1, top-5) with train features recomputed under the test transform."""
+        return evaluate_model(self.model, self.train_set, self.test_set, self.cfg.knn_k, self.cfg.knn_sigma)
+
+    def bank_knn(self) -> float | None:
+        """kNN top-1 that reads the (stale) memory bank instead of recomputing train features."""
+        memory = getattr(self.objective, "memory", None)
+        if memory is None or self.test_set is None:
+            return None
+        from .knn import embed
+
+        test_f = embed(self.model, self.test_set.images)
+        return knn_accuracy(memory.bank, self.train_set.labels, test_f, self.test_set.labels,
+                            self.cfg.knn_k, self.cfg.knn_sigma, self.train_set.num_classes)[0]
+
+    # -- the loop --------------------------------------------------------------------------------
+    def fit(self, epochs: int | None = None) -> list[dict]:
+        """Train up to ``epochs`` (default ``cfg.epochs``) total epochs; returns the history."""
+        from tqdm.auto import tqdm
+
+        target = self.cfg.epochs if epochs is None else epochs
+        if self.test_set is not None and "random_init_knn_top1" not in self.baselines:
+            top1, top5 = self.evaluate()
+            self.baselines.update(random_init_knn_top1=top1, random_init_knn_top5=top5)
+        bar = tqdm(range(self.epoch, target), desc=f"{self.cfg.objective}/{self.cfg.model}", disable=not self.progress,
+                   initial=self.epoch, total=target)
+        for _ in bar:
+            start = time.perf_counter()
+            try:
+                loss = self.train_epoch()
+            except FloatingPointError:
+                self._write_history()
+                raise
+            entry = {"epoch": self.epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
+                     "train_seconds": time.perf_counter() - start}
+            if self.test_set is not None and (self.epoch % self.cfg.eval_every == 0 or self.epoch == target):
+                entry["knn_top1"], entry["knn_top5"] = self.evaluate()
+                entry["bank_knn_top1"] = self.bank_knn()
+            if hasattr(self.objective, "log_Z"):
+                entry["log_Z"] = float(self.objective.log_Z)
+            self.history.append(entry)
+            bar.set_postfix(loss=f"{loss:.3f}", knn=f"{entry.get('knn_top1', float('nan')):.3f}")
+            if self.out_dir is not None:
+                self.save(self.out_dir / "checkpoint.pt")
+                self._write_history()
+        return self.history
+
+    # -- checkpoints -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {
+            "config": self.cfg.to_dict(), "n": len(self.train_set), "epoch": self.epoch,
+            "model": self.model.state_dict(), "objective": self.objective.state_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "generator": self.gen.get_state(), "history": self.history, "baselines": self.baselines,
+        }
+
+    def save(self, path) -> None:
+        save_checkpoint(path, self.state_dict())
+
+    def load(self, path) -> None:
+        """Restore a run saved by :meth:`save`; refuses one made for another model, objective, n or dim."""
+        state = load_checkpoint(path)
+        saved = TrainConfig.from_dict(state["config"])
+        for name in ("model", "objective", "dim"):
+            if getattr(saved, name) != getattr(self.cfg, name):
+                raise CheckpointError(f"checkpoint {path} was made with {name}={getattr(saved, name)!r}, "
+                                      f"this run has {name}={getattr(self.cfg, name)!r}: use another --out folder")
+        if state["n"] != len(self.train_set):
+            raise CheckpointError(f"checkpoint {path} was made for {state['n']} training images, this dataset has "
+                                  f"{len(self.train_set)}: use another --out folder")
+        self.model.load_state_dict(state["model"])
+        self.objective.load_state_dict(state["objective"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.gen.set_state(state["generator"])
+        self.epoch, self.history, self.baselines = state["epoch"], state["history"], state["baselines"]
+
+    def _write_history(self) -> None:
+        if self.out_dir is not None:
+            text = json.dumps({"history": self.history, "baselines": self.baselines}, indent=2)
+            atomic_write(self.out_dir / "history.json", lambda tmp: Path(tmp).write_text(text))

@@ -1,0 +1,74 @@
+"""Quick switch, device choice, seeding, and a light package import."""
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from instdisc_lesson import config
+
+
+@pytest.mark.parametrize("env,ci,expected", [("1", None, True), ("0", None, False), ("0", "true", False),
+                                             (None, "true", True), ("yes", None, True), ("off", "1", False)])
+def test_quick_switch_reads_environment(monkeypatch, env, ci, expected):
+    for name, value in (("INSTDISC_QUICK", env), ("CI", ci)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    assert config.is_quick() is expected
+
+
+def test_quick_switch_without_env_follows_hardware(monkeypatch):
+    monkeypatch.delenv("INSTDISC_QUICK", raising=False)
+    monkeypatch.delenv("CI", raising=False)
+    assert config.is_quick() is (not torch.cuda.is_available())
+
+
+def test_quick_switch_rejects_gibberish(monkeypatch):
+    monkeypatch.setenv("INSTDISC_QUICK", "maybe")
+    with pytest.raises(ValueError, match="INSTDISC_QUICK='maybe'"):
+        config.is_quick()
+
+
+def test_device_order(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert config.get_device() == torch.device("cpu")
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: True)
+    assert config.get_device() == torch.device("mps")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert config.get_device() == torch.device("cuda")
+    assert config.get_device("cpu") == torch.device("cpu")
+
+
+def test_describe_setup_names_device_and_mode(monkeypatch):
+    monkeypatch.setenv("INSTDISC_QUICK", "1")
+    line = config.describe_setup()
+    assert "quick mode" in line and "device:" in line
+
+
+def test_seed_everything_repeats_draws():
+    g1 = config.seed_everything(123)
+    a = (torch.rand(5), torch.rand(3, generator=g1))
+    g2 = config.seed_everything(123)
+    b = (torch.rand(5), torch.rand(3, generator=g2))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+
+
+def test_data_root_precedence(monkeypatch, tmp_path):
+    monkeypatch.setenv("INSTDISC_DATA", str(tmp_path / "env"))
+    assert config.data_root() == tmp_path / "env"
+    assert config.data_root(tmp_path / "arg") == tmp_path / "arg"
+    monkeypatch.delenv("INSTDISC_DATA")
+    assert config.data_root().name == "data"
+
+
+def test_import_is_light():
+    """Reference: the issue's rule that nothing heavy loads at import (umap, sklearn, matplotlib)."""
+    code = ("import sys, time; t = time.perf_counter(); import torch; t1 = time.perf_counter(); import instdisc_lesson; "
+            "t2 = time.perf_counter(); print(t2 - t1, [m for m in ('umap', 'sklearn', 'matplotlib', 'ipywidgets', 'torchvision') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
+    seconds, heavy = float(out[0]), out[1].strip()
+    assert heavy == "[]", f"heavy modules imported by instdisc_lesson: {heavy}"
+    assert seconds < 1.0, f"import instdisc_lesson took {seconds:.2f} s beyond torch itself"
