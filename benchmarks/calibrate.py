@@ -1,6 +1,6 @@
 """Calibrate quick-mode settings: train with given overrides and print kNN per epoch next to baselines.
 
-    python benchmarks/calibrate.py --data digits --set epochs=15 batch_size=64 tau=0.1
+    python benchmarks/calibrate.py --data quick --set epochs=12 objective='nce'
     python benchmarks/calibrate.py --data ../shared/data --per-class 500 --set epochs=10
 """
 from __future__ import annotations
@@ -16,22 +16,24 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from instdisc_lesson.augment import AugmentConfig  # noqa: E402
-from instdisc_lesson.data import load_digits32  # noqa: E402
+from instdisc_lesson.data import load_digits32, load_quick  # noqa: E402
 from instdisc_lesson.knn import raw_pixel_knn  # noqa: E402
 from instdisc_lesson.trainer import Trainer, quick_config  # noqa: E402
 
 
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--data", default="digits")
+    p.add_argument("--data", default="quick")
     p.add_argument("--per-class", type=int, default=500)
     p.add_argument("--test-per-class", type=int, default=100)
     p.add_argument("--set", nargs="*", default=[])
     p.add_argument("--aug", nargs="*", default=[])
     a = p.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(1)
     if a.data == "digits":
         train, test = load_digits32()
+    elif a.data == "quick":
+        train, test = load_quick()
     else:
         from cifar_jpeg import load_jpeg_npz
 

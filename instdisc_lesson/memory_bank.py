@@ -73,6 +73,13 @@ class MemoryBank(nn.Module):
         return self.bank.index_select(0, idx)
 
     @torch.no_grad()
+    def fill(self, features: torch.Tensor) -> None:
+        """Overwrite every row with ``features`` (n, dim), e.g. the untrained network's own features."""
+        self.check(torch.arange(self.n, device=self.bank.device), features)
+        self.bank.copy_(F.normalize(features.to(self.bank.dtype), dim=1))
+        self.written_at.zero_()
+
+    @torch.no_grad()
     def update(self, idx: torch.Tensor, features: torch.Tensor) -> None:
         """``v_i <- normalize(m v_i + (1 - m) f_i)`` for every i in the batch (after the loss read v_i)."""
         self.check(idx, features)

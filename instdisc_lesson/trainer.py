@@ -53,6 +53,7 @@ class TrainConfig:
     tau: float = 0.07
     nce_m: int = 4096
     bank_momentum: float = 0.5
+    bank_init: str = "random"  # random (paper) | features (the untrained network's own features)
     lam: float = 0.0
     z_mode: str = "ema"
     z_momentum: float = 0.99
@@ -79,6 +80,8 @@ class TrainConfig:
             raise ValueError(f"momentum={self.momentum} (SGD) must lie in [0, 1)")
         if not self.weight_decay >= 0:
             raise ValueError(f"weight_decay={self.weight_decay} must be >= 0")
+        if self.bank_init not in ("random", "features"):
+            raise ValueError(f"bank_init={self.bank_init!r} is unknown: choose 'random' (paper) or 'features'")
         if not all(0.0 < f < 1.0 for f in self.lr_milestones):
             raise ValueError(f"lr_milestones={self.lr_milestones} are fractions of the run and must lie in (0, 1)")
 
@@ -97,8 +100,8 @@ def paper_config(**overrides) -> TrainConfig:
 
 
 # Calibrated for the offline quick set on a 2-core CPU (see README, "How quick mode was calibrated").
-QUICK_DEFAULTS = dict(data="quick", model="convnet", objective="softmax", epochs=15, batch_size=64, lr=0.03,
-                      tau=0.1, nce_m=256, knn_k=20, eval_every=1)
+QUICK_DEFAULTS = dict(data="quick", model="convnet", objective="softmax", epochs=12, batch_size=64, lr=0.03,
+                      tau=0.1, nce_m=256, bank_init="features", knn_k=20, eval_every=1)
 
 
 def quick_config(**overrides) -> TrainConfig:
@@ -153,6 +156,20 @@ class Trainer:
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.images = train.images.to(self.device)  # (n, 3, 32, 32) uint8, resident on the device
         self.epoch, self.history, self.baselines = 0, [], {}
+        # One pass over the data in training mode: BatchNorm's running statistics then describe the data
+        # (so the random-init baseline is a fair one), and the bank can start from these features.
+        initial = self.embed_train()  # (n, d)
+        memory = getattr(self.objective, "memory", None)
+        if cfg.bank_init == "features" and memory is not None:
+            memory.fill(initial)
+
+    @torch.no_grad()
+    def embed_train(self, batch_size: int = 512) -> torch.Tensor:
+        """Features of every training image, un-augmented, with BatchNorm in training mode (as in a step)."""
+        from .data import to_float
+
+        return torch.cat([self.model(to_float(self.images[i:i + batch_size])).float()
+                          for i in range(0, len(self.images), batch_size)])
 
     # -- one step, one epoch ---------------------------------------------------------------------
     def step(self, idx: torch.Tensor) -> torch.Tensor:

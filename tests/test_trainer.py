@@ -1,0 +1,103 @@
+"""The training loop: history, checkpoints written atomically, resume = uninterrupted, clean stops."""
+import json
+
+import pytest
+import torch
+
+from conftest import make_dataset
+from instdisc_lesson import checkpoint
+from instdisc_lesson.checkpoint import CheckpointError
+from instdisc_lesson.trainer import Trainer, quick_config
+
+
+def tiny_cfg(**kw):
+    base = dict(epochs=3, batch_size=16, knn_k=5, nce_m=8, seed=0)
+    base.update(kw)
+    return quick_config(**base)
+
+
+@pytest.mark.parametrize("objective", ["parametric", "softmax", "nce"])
+def test_fit_records_history_for_every_objective(tiny, tmp_path, objective):
+    train, test = tiny
+    trainer = Trainer(tiny_cfg(objective=objective), train, test, out_dir=tmp_path, progress=False)
+    history = trainer.fit()
+    assert [h["epoch"] for h in history] == [1, 2, 3]
+    assert all(0.0 <= h["knn_top1"] <= h["knn_top5"] <= 1.0 and h["loss"] > 0 for h in history)
+    assert "random_init_knn_top1" in trainer.baselines
+    saved = json.loads((tmp_path / "history.json").read_text())
+    assert saved["history"] == json.loads(json.dumps(history))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert state["epoch"] == 3 and state["config"]["objective"] == objective
+
+
+def test_resume_equals_uninterrupted_run(tiny, tmp_path):
+    train, test = tiny
+    straight = Trainer(tiny_cfg(objective="nce"), train, test, progress=False)
+    straight.fit()
+    first = Trainer(tiny_cfg(objective="nce"), train, test, out_dir=tmp_path, progress=False)
+    first.fit(epochs=2)  # "interrupted" after epoch 2
+    resumed = Trainer(tiny_cfg(objective="nce"), train, test, out_dir=tmp_path, progress=False)
+    resumed.load(tmp_path / "checkpoint.pt")
+    resumed.fit()
+    for a, b in zip(straight.history, resumed.history):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-5) and a["knn_top1"] == b["knn_top1"]
+    for (name, p), q in zip(straight.model.state_dict().items(), resumed.model.state_dict().values()):
+        assert torch.allclose(p.float(), q.float(), atol=1e-5), name
+
+
+def test_checkpoint_from_another_config_is_refused(tiny, tmp_path):
+    train, test = tiny
+    Trainer(tiny_cfg(epochs=1), train, test, out_dir=tmp_path, progress=False).fit()
+    other = Trainer(tiny_cfg(dim=32), train, test, progress=False)
+    with pytest.raises(CheckpointError, match="dim=128"):
+        other.load(tmp_path / "checkpoint.pt")
+    smaller = Trainer(tiny_cfg(), train.subset(range(32)), test, progress=False)
+    with pytest.raises(CheckpointError, match="64 training images"):
+        smaller.load(tmp_path / "checkpoint.pt")
+
+
+def test_crash_during_save_keeps_previous_checkpoint(tiny, tmp_path, monkeypatch):
+    train, test = tiny
+    trainer = Trainer(tiny_cfg(epochs=1), train, test, out_dir=tmp_path, progress=False)
+    trainer.fit()
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+
+    def crash_halfway(obj, path):
+        with open(path, "wb") as fh:
+            fh.write(b"half a checkpoint")
+        raise KeyboardInterrupt("power cut")
+
+    monkeypatch.setattr(checkpoint.torch, "save", crash_halfway)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.save(tmp_path / "checkpoint.pt")
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    monkeypatch.undo()
+    assert checkpoint.load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+
+
+def test_nan_stops_training_and_keeps_files(tiny, tmp_path, monkeypatch):
+    train, test = tiny
+    trainer = Trainer(tiny_cfg(epochs=3, objective="softmax"), train, test, out_dir=tmp_path, progress=False)
+    trainer.fit(epochs=1)
+    bank_before = trainer.objective.memory.bank.clone()
+    forward = trainer.model.forward
+    monkeypatch.setattr(trainer.model, "forward", lambda x: forward(x) * float("nan"))
+    with pytest.raises(FloatingPointError, match="epoch 2, step 1"):
+        trainer.fit()
+    assert torch.equal(trainer.objective.memory.bank, bank_before)  # the bad step was not applied
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["epoch"] == 1
+    assert len(json.loads((tmp_path / "history.json").read_text())["history"]) == 1
+
+
+def test_batch_larger_than_dataset_is_rejected(tiny):
+    train, test = tiny
+    with pytest.raises(ValueError, match="batch_size=100 is larger than the dataset \\(64 images\\)"):
+        Trainer(tiny_cfg(batch_size=100), train, test, progress=False)
+
+
+@pytest.mark.parametrize("kw,message", [(dict(batch_size=0), "batch_size=0"), (dict(epochs=-1), "epochs=-1"),
+                                        (dict(lr=0.0), "lr=0.0"), (dict(momentum=1.0), "momentum=1.0")])
+def test_bad_config_values(kw, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_cfg(**kw)
