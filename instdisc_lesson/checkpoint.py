@@ -44,4 +44,6 @@ def load_checkpoint(path, map_location="cpu") -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:
-        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: {err}); delete it and train again") from None
+        reason = (str(err).strip().splitlines() or [""])[0][:120]
+        raise CheckpointError(f"checkpoint {path} is unreadable ({type(err).__name__}: {reason}); "
+                              "delete it and train again") from None

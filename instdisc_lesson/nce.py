@@ -109,15 +109,15 @@ class NCE(nn.Module):
     def scores(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
         """``v^T f / tau`` for the positive (column 0) and m noise rows: (B, 1 + m)."""
         bank, B = self.memory.bank, features.shape[0]
-        positive = (features * bank.index_select(0, idx)).sum(dim=1, keepdim=True)  # (B, 1)
         if self.shared_negatives:
             noise = torch.randint(0, self.memory.n, (self.m,), generator=gen, device=bank.device)  # (m,)
-            negative = features @ bank.index_select(0, noise).t()  # (B, m): one matmul
-        else:
-            noise = torch.randint(0, self.memory.n, (B, self.m), generator=gen, device=bank.device)  # (B, m)
-            # b = batch, m = noise sample, d = feature dimension
-            negative = torch.einsum("bd,bmd->bm", features, bank[noise])  # (B, m)
-        return torch.cat([positive, negative], dim=1) / self.tau
+            positive = (features * bank.index_select(0, idx)).sum(dim=1, keepdim=True)  # (B, 1)
+            negative = features @ bank.index_select(0, noise).t()  # (B, m): one matmul for the whole batch
+            return torch.cat([positive, negative], dim=1) / self.tau
+        noise = torch.randint(0, self.memory.n, (B, self.m), generator=gen, device=bank.device)  # (B, m)
+        rows = torch.cat([idx.view(-1, 1), noise], dim=1)  # (B, 1 + m): the positive, then the noise
+        v = bank.index_select(0, rows.flatten()).view(B, self.m + 1, -1)  # (B, 1 + m, d)
+        return torch.bmm(v, features.unsqueeze(2)).squeeze(2) / self.tau  # (B, 1 + m): v^T f / tau
 
     @torch.no_grad()
     def update_Z(self, scores: torch.Tensor) -> None:

@@ -156,6 +156,7 @@ class Trainer:
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.images = train.images.to(self.device)  # (n, 3, 32, 32) uint8, resident on the device
         self.epoch, self.history, self.baselines = 0, [], {}
+        self.step_hooks = []  # callables hook(trainer, idx, features), run after each step, before the bank update
         # One pass over the data in training mode: BatchNorm's running statistics then describe the data
         # (so the random-init baseline is a fair one), and the bank can start from these features.
         initial = self.embed_train()  # (n, d)
@@ -189,7 +190,7 @@ class Trainer:
         total, count = 0.0, 0
         for step, idx in enumerate(_batches(perm, self.cfg.batch_size)):
             loss, f = self.step(idx)
-            value = loss.item()
+            value = self.last_loss = loss.item()
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"the loss became {value} at epoch {self.epoch + 1}, step {step + 1}: training stopped before "
@@ -199,6 +200,8 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            for hook in self.step_hooks:  # e.g. notebook 02 measures the bank's staleness here
+                hook(self, idx, f.detach())
             self.objective.after_step(f.detach(), idx)
             total, count = total + value * len(idx), count + len(idx)
         self.scheduler.step()
@@ -286,3 +289,18 @@ class Trainer:
         if self.out_dir is not None:
             text = json.dumps({"history": self.history, "baselines": self.baselines}, indent=2)
             atomic_write(self.out_dir / "history.json", lambda tmp: Path(tmp).write_text(text))
+
+
+def load_or_train(cfg: TrainConfig, train: InstanceDataset, test: InstanceDataset, out_dir, progress: bool = True) -> Trainer:
+    """Cache-or-train: resume (or just load) the run in ``out_dir`` if its config matches, else train it there."""
+    trainer = Trainer(cfg, train, test, out_dir=out_dir, progress=progress)
+    ckpt = Path(out_dir) / "checkpoint.pt"
+    if ckpt.exists():
+        try:
+            saved = load_checkpoint(ckpt)["config"]
+        except CheckpointError:
+            saved = None
+        if saved == cfg.to_dict():
+            trainer.load(ckpt)
+    trainer.fit()
+    return trainer

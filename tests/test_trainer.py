@@ -101,3 +101,27 @@ def test_batch_larger_than_dataset_is_rejected(tiny):
 def test_bad_config_values(kw, message):
     with pytest.raises(ValueError, match=message):
         tiny_cfg(**kw)
+
+
+def test_corrupt_checkpoint_gives_clear_message(tiny, tmp_path):
+    train, test = tiny
+    (tmp_path / "checkpoint.pt").write_bytes(b"\x00garbage")
+    trainer = Trainer(tiny_cfg(), train, test, progress=False)
+    with pytest.raises(CheckpointError, match="unreadable .*delete it and train again"):
+        trainer.load(tmp_path / "checkpoint.pt")
+    with pytest.raises(CheckpointError, match="no checkpoint at"):
+        trainer.load(tmp_path / "missing.pt")
+
+
+def test_unknown_bank_init_is_rejected():
+    with pytest.raises(ValueError, match="bank_init='zeros' is unknown"):
+        tiny_cfg(bank_init="zeros")
+
+
+def test_bank_starts_from_features_when_asked(tiny):
+    """bank_init='features': row i is the untrained network's (un-augmented) feature of image i."""
+    train, test = tiny
+    trainer = Trainer(tiny_cfg(bank_init="features"), train, test, progress=False)
+    assert torch.allclose(trainer.objective.memory.bank, trainer.embed_train(), atol=1e-5)
+    random = Trainer(tiny_cfg(bank_init="random"), train, test, progress=False)
+    assert (random.objective.memory.bank * random.embed_train()).sum(1).abs().mean() < 0.3

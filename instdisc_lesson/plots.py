@@ -1,0 +1,153 @@
+"""Figures for the notebooks. The only module (with ``widgets.py``) that imports matplotlib.
+
+Every function draws on a new figure (or the ``ax`` given), labels its axes, and returns the figure,
+so the notebooks stay short and the figures look alike.
+"""
+from __future__ import annotations
+
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+
+from .data import InstanceDataset
+
+
+def _rgb(image: torch.Tensor) -> np.ndarray:
+    """(3, H, W) uint8 or float in [0, 1] -> (H, W, 3) float for imshow."""
+    image = image.detach().cpu()
+    image = image.float() / 255 if image.dtype == torch.uint8 else image.float()
+    return image.clamp(0, 1).permute(1, 2, 0).numpy()
+
+
+def show_images(images, titles=None, ncols: int = 10, size: float = 1.0, suptitle: str | None = None):
+    """A grid of images (uint8 or float in [0, 1]), optionally titled."""
+    n = len(images)
+    nrows = math.ceil(n / ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(ncols * size, nrows * size * 1.15), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for i, image in enumerate(images):
+        ax = axes.flat[i]
+        ax.imshow(_rgb(image), interpolation="nearest")
+        if titles is not None:
+            ax.set_title(str(titles[i]), fontsize=7)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    return fig
+
+
+def show_classes(dataset: InstanceDataset, per_class: int = 8):
+    """``per_class`` images of every class, one row each, class names on the left."""
+    C = dataset.num_classes
+    fig, axes = plt.subplots(C, per_class, figsize=(per_class * 0.9, C * 0.9), squeeze=False)
+    for c in range(C):
+        members = torch.nonzero(dataset.labels == c).flatten()[:per_class]
+        for j in range(per_class):
+            ax = axes[c, j]
+            ax.set_xticks([]), ax.set_yticks([])
+            if j < len(members):
+                ax.imshow(_rgb(dataset.images[members[j]]), interpolation="nearest")
+        axes[c, 0].set_ylabel(dataset.classes[c] if dataset.classes else str(c), rotation=0, ha="right", va="center", fontsize=8)
+    fig.suptitle(f"{dataset.name}: {len(dataset)} images, {C} classes (labels used only for evaluation)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_curves(curves: dict, xlabel: str, ylabel: str, title: str, ax=None, hlines: dict | None = None, logy=False):
+    """Several named curves ``{name: (x, y)}`` (or ``{name: y}``) on one axis, with optional baselines."""
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    for name, values in curves.items():
+        x, y = values if isinstance(values, tuple) else (np.arange(1, len(values) + 1), values)
+        ax.plot(x, y, label=name, marker="o" if len(y) <= 30 else None, markersize=3)
+    for name, value in (hlines or {}).items():
+        ax.axhline(value, ls="--", lw=1, color="gray")
+        ax.annotate(name, (ax.get_xlim()[0], value), xytext=(3, 3), textcoords="offset points", fontsize=8, color="gray")
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.figure.tight_layout()
+    return ax.figure
+
+
+def plot_history(histories: dict, baselines: dict | None = None, key: str = "knn_top1"):
+    """Loss and kNN accuracy per epoch for several runs, with baseline accuracies as dashed lines."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.6))
+    plot_curves({n: ([h["epoch"] for h in hist], [h["loss"] for h in hist]) for n, hist in histories.items()},
+                "epoch", "training loss", "loss", ax=a1)
+    plot_curves({n: ([h["epoch"] for h in hist if key in h], [100 * h[key] for h in hist if key in h]) for n, hist in histories.items()},
+                "epoch", "kNN top-1 on held-out images (%)", "kNN accuracy", ax=a2,
+                hlines={k: 100 * v for k, v in (baselines or {}).items()})
+    fig.tight_layout()
+    return fig
+
+
+def plot_embeddings(embeddings: dict, labels, classes, title: str = "UMAP of the test images"):
+    """Side-by-side 2-D embeddings ``{name: (n, 2) array}``, coloured by class."""
+    k = len(embeddings)
+    fig, axes = plt.subplots(1, k, figsize=(4.2 * k, 4.2), squeeze=False)
+    labels = np.asarray(labels)
+    cmap = plt.get_cmap("tab10")
+    for ax, (name, xy) in zip(axes[0], embeddings.items()):
+        for c in range(len(classes)):
+            pts = xy[labels == c]
+            ax.scatter(pts[:, 0], pts[:, 1], s=6, color=cmap(c % 10), label=classes[c])
+        ax.set_title(name, fontsize=10)
+        ax.set_xticks([]), ax.set_yticks([])
+        ax.set_xlabel("UMAP 1"), ax.set_ylabel("UMAP 2")
+    axes[0, -1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def retrieval_grid(queries: torch.Tensor, query_labels, neighbours: torch.Tensor, neighbour_labels, classes,
+                   sims: torch.Tensor | None = None, title="query | its 10 nearest training images"):
+    """The paper's figure: each row is a query image then its nearest neighbours; wrong classes framed red."""
+    Q, K = neighbours.shape[:2]
+    fig, axes = plt.subplots(Q, K + 1, figsize=((K + 1) * 0.95, Q * 1.05), squeeze=False)
+    for q in range(Q):
+        axes[q, 0].imshow(_rgb(queries[q]), interpolation="nearest")
+        axes[q, 0].set_ylabel(classes[int(query_labels[q])], rotation=0, ha="right", va="center", fontsize=8)
+        for j in range(K):
+            ax = axes[q, j + 1]
+            ax.imshow(_rgb(neighbours[q, j]), interpolation="nearest")
+            wrong = int(neighbour_labels[q, j]) != int(query_labels[q])
+            for spine in ax.spines.values():
+                spine.set_edgecolor("red" if wrong else "green")
+                spine.set_linewidth(2)
+            if sims is not None:
+                ax.set_title(f"{float(sims[q, j]):.2f}", fontsize=6)
+        for ax in axes[q]:
+            ax.set_xticks([]), ax.set_yticks([])
+    axes[0, 0].set_title("query", fontsize=8)
+    fig.suptitle(title + " (green: same class, red: other class; numbers: cosine)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def bar_table(rows: dict, ylabel="kNN top-1 (%)", title="", reference: dict | None = None):
+    """Bars of measured values ``{name: value in [0, 1]}``, with optional reference values beside them."""
+    names = list(rows)
+    x = np.arange(len(names))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 3.6))
+    width = 0.4 if reference else 0.6
+    bars = ax.bar(x - (width / 2 if reference else 0), [100 * rows[n] for n in names], width, label="measured here")
+    ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    if reference:
+        vals = [reference.get(n, np.nan) for n in names]
+        ref = ax.bar(x + width / 2, vals, width, label="paper (CIFAR-10, ResNet-18, 200 epochs)", color="lightgray")
+        ax.bar_label(ref, fmt="%.1f", fontsize=7)
+    ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
