@@ -24,6 +24,12 @@ def check_tau(tau: float) -> None:
         raise ValueError(f"tau={tau} must be > 0 (the paper uses 0.07; the CIFAR code 0.1)")
 
 
+def probabilities(features: torch.Tensor, bank: torch.Tensor, tau: float) -> torch.Tensor:
+    """P(i | f) of eq. 2 for every bank row i: (B, n), each row summing to 1."""
+    check_tau(tau)
+    return torch.softmax(features @ bank.t() / tau, dim=1)
+
+
 class NonParametricSoftmax(nn.Module):
     """Full softmax over the bank, with the bank's momentum update after each step.
 

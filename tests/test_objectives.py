@@ -209,3 +209,15 @@ def test_objectives_reject_wrong_feature_size():
             obj(torch.ones(2, 5), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match=r"indices must lie in \[0, 9\]"):
             obj(unit(2, 4), torch.tensor([0, 10]))
+
+
+def test_probabilities_match_eq2_by_hand():
+    from instdisc_lesson.nonparametric import probabilities
+
+    bank, f = unit(6, 3, seed=1), unit(2, 3, seed=2)
+    P = probabilities(f, bank, 0.2)
+    for b in range(2):
+        weights = [math.exp(float(bank[j] @ f[b]) / 0.2) for j in range(6)]
+        assert P[b].tolist() == pytest.approx([w / sum(weights) for w in weights], rel=1e-5)
+    with pytest.raises(ValueError, match="tau=0 must be > 0"):
+        probabilities(f, bank, 0)

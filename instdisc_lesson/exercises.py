@@ -1,0 +1,101 @@
+"""Automatic checks for the notebooks' exercises: each compares your function with a reference.
+
+A check prints a short "correct" message or raises ``AssertionError`` saying what differs. The
+references are the package's own functions or small brute-force computations, never stored outputs.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def _ok(name):
+    print(f"✓ {name}: correct")
+
+
+def check_flip(fn) -> None:
+    """Notebook 00. ``fn(batch, p, gen)`` flips each image horizontally with probability p, independently."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(8, 3, 32, 32, generator=g)
+    assert torch.equal(fn(x, 1.0, g), x.flip(-1)), "with p = 1 every image must be mirrored (x.flip(-1))"
+    assert torch.equal(fn(x, 0.0, g), x), "with p = 0 the batch must come back unchanged"
+    same = x[:1].expand(400, -1, -1, -1)
+    out = fn(same, 0.5, g)
+    flipped = (out - same.flip(-1)).flatten(1).abs().amax(1) < 1e-7
+    kept = (out - same).flatten(1).abs().amax(1) < 1e-7
+    assert bool((flipped | kept).all()), "each output must be either the image or its mirror"
+    rate = flipped.float().mean().item()
+    assert abs(rate - 0.5) < 4 * math.sqrt(0.25 / 400), f"p = 0.5 flipped {rate:.0%} of 400 copies: draw one coin per image"
+    _ok("per-sample flip")
+
+
+def check_softmax_probabilities(fn) -> None:
+    """Notebook 01. ``fn(features, bank, tau)`` returns P(i | f) of eq. 2 for every bank row: (B, n)."""
+    g = torch.Generator().manual_seed(0)
+    bank, f = F.normalize(torch.randn(50, 8, generator=g), dim=1), F.normalize(torch.randn(4, 8, generator=g), dim=1)
+    for tau in (0.07, 0.5):
+        P = fn(f, bank, tau)
+        assert P.shape == (4, 50), f"expected shape (4, 50), got {tuple(P.shape)}"
+        ref = torch.tensor([[math.exp(float(v @ q) / tau) for v in bank] for q in f])
+        ref = ref / ref.sum(1, keepdim=True)
+        assert torch.allclose(P.double(), ref.double(), atol=1e-5), f"P differs from exp(v.f/tau) / sum_j exp(v_j.f/tau) at tau={tau}"
+    _ok("non-parametric softmax")
+
+
+def check_bank_update(fn) -> None:
+    """Notebook 02. ``fn(bank, idx, features, m)`` returns the bank after v_i <- normalize(m v_i + (1-m) f_i)."""
+    g = torch.Generator().manual_seed(0)
+    bank, f = F.normalize(torch.randn(20, 4, generator=g), dim=1), F.normalize(torch.randn(3, 4, generator=g), dim=1)
+    idx = torch.tensor([2, 9, 17])
+    out = fn(bank.clone(), idx, f, 0.5)
+    mixed = 0.5 * bank[idx].double() + 0.5 * f.double()
+    ref = bank.double().clone()
+    ref[idx] = mixed / mixed.norm(dim=1, keepdim=True)
+    assert torch.allclose(out.double(), ref, atol=1e-6), "rows idx must be m*v + (1-m)*f, renormalised; the others unchanged"
+    _ok("memory-bank update")
+
+
+def check_mc_Z(fn) -> None:
+    """Notebook 03. ``fn(bank, f, tau, m, gen)`` estimates Z = sum_j exp(v_j.f/tau) from m uniform samples (eq. 8)."""
+    g = torch.Generator().manual_seed(0)
+    bank, f = F.normalize(torch.randn(2000, 8, generator=g), dim=1), F.normalize(torch.randn(1, 8, generator=g), dim=1)
+    X = torch.exp(f @ bank.t() / 0.1)[0].double()
+    Z, cv = X.sum().item(), (X.std(unbiased=False) / X.mean()).item()
+    est = float(fn(bank, f, 0.1, 20000, torch.Generator().manual_seed(1)))
+    assert abs(est / Z - 1) < 5 * cv / math.sqrt(20000), f"estimate {est:.4g} vs exact Z {Z:.4g}: scale the sample mean by n"
+    _ok("Monte-Carlo Z")
+
+
+def check_knn_predict(fn) -> None:
+    """Notebook 05. ``fn(train_f, train_y, query_f, k, sigma, C)`` returns the predicted class per query."""
+    from .knn import knn_scores, rank_classes
+
+    g = torch.Generator().manual_seed(0)
+    tf, qf = F.normalize(torch.randn(200, 6, generator=g), dim=1), F.normalize(torch.randn(30, 6, generator=g), dim=1)
+    ty = torch.randint(0, 5, (200,), generator=g)
+    for k in (1, 10, 50):
+        ref = rank_classes(knn_scores(tf, ty, qf, k, 0.1, 5))[:, 0]
+        got = torch.as_tensor(fn(tf, ty, qf, k, 0.1, 5))
+        assert torch.equal(got.long(), ref), f"k={k}: {int((got != ref).sum())} of 30 predictions differ from the weighted vote"
+    _ok("weighted kNN")
+
+
+def check_proximal(fn) -> None:
+    """Notebook 04. ``fn(features, previous, lam)`` returns lam * ||f_i - v_i||^2 averaged over the batch (eq. 9)."""
+    g = torch.Generator().manual_seed(0)
+    f, v = F.normalize(torch.randn(5, 4, generator=g), dim=1), F.normalize(torch.randn(5, 4, generator=g), dim=1)
+    for lam in (0.0, 10.0, 50.0):
+        ref = lam * sum(float(((a - b) ** 2).sum()) for a, b in zip(f, v)) / 5
+        got = float(fn(f, v, lam))
+        assert math.isclose(got, ref, rel_tol=1e-5, abs_tol=1e-7), f"lam={lam}: got {got:.5g}, expected {ref:.5g}"
+    _ok("proximal term")
+
+
+def check_milestones(fn) -> None:
+    """Notebook 06. ``fn(epochs)`` returns the epochs after which the learning rate drops x0.1 (paper: 120, 160 of 200)."""
+    for epochs, ref in ((200, [120, 160]), (50, [30, 40]), (12, [7, 10])):
+        got = list(fn(epochs))
+        assert got == ref, f"epochs={epochs}: got {got}, expected {ref} (60 % and 80 % of the run, rounded)"
+    _ok("learning-rate milestones")
