@@ -64,7 +64,8 @@ def test_train_on_image_folder_writes_metrics(folder, tmp_path):
     (["--bank-momentum", "1.5"], "momentum=1.5 must lie in [0, 1)"),
 ])
 def test_bad_values_exit_2_with_one_readable_line(folder, tmp_path, args, message):
-    result = run_cli("train", "--data", str(folder), "--epochs", "1", "--knn-k", "5", *args, "--out", str(tmp_path / "r"))
+    result = run_cli("train", "--data", str(folder), "--epochs", "1", "--knn-k", "5", "--batch-size", "16", *args,
+                     "--out", str(tmp_path / "r"))
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
