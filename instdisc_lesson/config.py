@@ -78,3 +78,9 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
     if env:
         return Path(env).expanduser()
     return Path(__file__).resolve().parent.parent / "data"
+
+
+def runs_root() -> Path:
+    """Where the notebooks cache their trained runs: ``$INSTDISC_RUNS``, else ``runs/`` at the project top."""
+    env = os.environ.get("INSTDISC_RUNS")
+    return Path(env).expanduser() if env else Path(__file__).resolve().parent.parent / "runs"

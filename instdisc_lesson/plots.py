@@ -137,7 +137,7 @@ def bar_table(rows: dict, ylabel="kNN top-1 (%)", title="", reference: dict | No
     """Bars of measured values ``{name: value in [0, 1]}``, with optional reference values beside them."""
     names = list(rows)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 3.6))
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4.0))
     width = 0.4 if reference else 0.6
     bars = ax.bar(x - (width / 2 if reference else 0), [100 * rows[n] for n in names], width, label="measured here")
     ax.bar_label(bars, fmt="%.1f", fontsize=7)
@@ -148,6 +148,6 @@ def bar_table(rows: dict, ylabel="kNN top-1 (%)", title="", reference: dict | No
     ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.08), ncol=2, frameon=False)
     fig.tight_layout()
     return fig

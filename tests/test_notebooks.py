@@ -1,0 +1,31 @@
+"""The notebooks as files: stored without outputs, in order, each with a badge, a setup cell and exercises.
+
+Running them is nbval's job (``pytest --nbval-lax`` collects ``notebooks/*.ipynb``).
+"""
+import json
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").glob("*.ipynb"))
+
+
+def test_the_sequence_is_complete_and_sorted():
+    prefixes = [p.name[:3] for p in NOTEBOOKS]
+    assert prefixes[:7] == ["00_", "01_", "02_", "03_", "04_", "05_", "06_"], prefixes
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_notebook_is_stored_clean_and_well_formed(path):
+    nb = json.loads(path.read_text())
+    code = [c for c in nb["cells"] if c["cell_type"] == "code"]
+    assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "stored with outputs"
+    first = "".join(nb["cells"][0]["source"])
+    assert first.startswith("# ") and "colab.research.google.com" in first and "you will learn" in first
+    setup = "".join(code[0]["source"])
+    assert "import google.colab" in setup and "describe_setup()" in setup  # Colab checked in Python
+    exercises = [c for c in code if "raises-exception" in c.get("metadata", {}).get("tags", [])]
+    solutions = [c for c in code if c.get("metadata", {}).get("jupyter", {}).get("source_hidden")]
+    assert exercises and len(solutions) == len(exercises), "each exercise needs a hidden, checked solution"
+    assert all("check_" in "".join(c["source"]) for c in exercises + solutions)
+    assert any("assert " in "".join(c["source"]) for c in code), "no assert cell: nothing is checked"
