@@ -1,6 +1,6 @@
 """The command line: ``python -m instdisc_lesson train ...``. Taught in notebook 06.
 
-    python -m instdisc_lesson train --data {quick|cifar10|PATH} --objective {parametric|softmax|nce}
+    python -m instdisc_lesson train --data {quick|cifar10|PATH} --objective {parametric|softmax|nce|pic}
         --model {convnet|resnet18} --epochs N [--nce-m M] [--tau T] [--lr LR] [--batch-size B]
         [--seed S] [--resume] --out RUN_DIR
 
@@ -27,7 +27,8 @@ from .trainer import paper_config, quick_config
 # CLI option -> TrainConfig field
 _OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",
             "lr": "lr", "batch_size": "batch_size", "seed": "seed", "lam": "lam", "bank_momentum": "bank_momentum",
-            "z_mode": "z_mode", "knn_k": "knn_k"}
+            "z_mode": "z_mode", "knn_k": "knn_k", "window": "window", "stride": "stride", "recent_k": "recent_k",
+            "bank_init": "bank_init"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -39,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, help="'quick' (offline, small), 'cifar10', or the path of an image folder "
                    "with train/<class>/* and optional test/<class>/* (default: quick in quick mode, else cifar10)")
     t.add_argument("--data-root", default=None, help="where CIFAR-10 lives or is downloaded to (default: $INSTDISC_DATA or data/)")
-    t.add_argument("--objective", choices=OBJECTIVES, help="parametric softmax (eq. 1), full non-parametric softmax (eq. 2), or NCE (eqs. 3-8)")
+    t.add_argument("--objective", choices=OBJECTIVES, help="parametric softmax (eq. 1), full non-parametric softmax (eq. 2), "
+                   "NCE (eqs. 3-8), or PIC (Cao et al. 2020: cosine softmax, MLP head)")
     t.add_argument("--model", choices=MODELS, help="small ConvNet (CPU) or ResNet-18 for CIFAR (paper)")
     t.add_argument("--epochs", type=int, help="training epochs (paper: 200)")
     t.add_argument("--nce-m", type=int, help="NCE noise samples m (paper: 4096)")
@@ -50,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bank-momentum", type=float, help="memory-bank momentum (paper code: 0.5)")
     t.add_argument("--z-mode", choices=("ema", "once"), help="NCE normaliser Z: EMA (default) or once from the first batch (paper)")
     t.add_argument("--knn-k", type=int, help="neighbours for the kNN monitor (paper: 200)")
+    t.add_argument("--bank-init", choices=("random", "features"), help="start the bank (or PIC's weights) from random "
+                   "vectors (paper) or the untrained network's features (quick-mode default)")
+    t.add_argument("--window", type=int, help="PIC sliding window D: instances per epoch (default 0: all n)")
+    t.add_argument("--stride", type=int, help="PIC window stride S (default: D)")
+    t.add_argument("--recent-k", type=int, help="PIC recent negatives K (default 0: all n)")
+    t.add_argument("--no-correction", dest="correction", action="store_false", default=None,
+                   help="PIC: let momentum and weight decay move unsampled weight rows (off by default)")
     t.add_argument("--seed", type=int, help="random seed (default 0)")
     t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch")
@@ -64,6 +73,8 @@ def train_command(args) -> dict:
     data = args.data or ("quick" if is_quick() else "cifar10")
     base = quick_config if data == "quick" or is_quick() else paper_config
     overrides = {field: getattr(args, opt) for opt, field in _OPTIONS.items() if getattr(args, opt) is not None}
+    if args.correction is not None:
+        overrides["correction"] = args.correction
     cfg = base(**overrides, data=data)
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"

@@ -99,3 +99,13 @@ def check_milestones(fn) -> None:
         got = list(fn(epochs))
         assert got == ref, f"epochs={epochs}: got {got}, expected {ref} (60 % and 80 % of the run, rounded)"
     _ok("learning-rate milestones")
+
+
+def check_visit_gaps(gaps) -> None:
+    """Notebook 07. ``gaps``: the sorted visit gaps for n=8, D=4, S=2, B=2, no shuffle, over two cycles (8 windows)."""
+    from .samplers import SlidingWindowSampler, visit_gaps
+
+    sampler = SlidingWindowSampler(n=8, window=4, stride=2, shuffle=False)
+    reference = sorted(visit_gaps([b for e in range(8) for b in sampler.window(e).split(2)]).tolist())
+    assert gaps is not None and sorted(gaps) == reference, "not yet: write out at which steps each instance is seen"
+    _ok("visit gaps")

@@ -33,22 +33,25 @@ class Normalize(nn.Module):
 class Embedder(nn.Module):
     """backbone -> linear head to ``dim`` -> L2 normalisation. ``features()`` skips the head."""
 
-    def __init__(self, backbone: nn.Module, width: int, dim: int, head_bn: bool = False):
+    def __init__(self, backbone: nn.Module, width: int, dim: int, head: str = "linear"):
         super().__init__()
         if dim <= 0:
             raise ValueError(f"dim={dim} must be a positive embedding size (the paper uses 128)")
         self.normalize = Normalize()
         self.backbone = backbone
-        self.head = nn.Linear(width, dim)
-        # Optional BatchNorm of the head output: removes the direction all untrained features share.
-        self.head_bn = nn.BatchNorm1d(dim) if head_bn else nn.Identity()
+        if head == "linear":  # InstDisc: one linear layer to d
+            self.head = nn.Linear(width, dim)
+        elif head == "mlp":  # PIC (Cao et al. 2020): a 2-layer MLP head
+            self.head = nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True), nn.Linear(width, dim))
+        else:
+            raise ValueError(f"unknown head {head!r}: choose 'linear' (InstDisc) or 'mlp' (PIC)")
         self.dim = dim
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(x))  # (B, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head_bn(self.head(self.features(x))), dim=1)  # (B, dim), unit length
+        return F.normalize(self.head(self.features(x)), dim=1)  # (B, dim), unit length
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -61,16 +64,16 @@ def _block(c_in: int, c_out: int) -> nn.Sequential:
 class ConvNet(Embedder):
     """Three conv-BN-ReLU-pool blocks (widths 32-64-128), global average pooling, 128-d head."""
 
-    def __init__(self, dim: int = 128, widths=(32, 64, 128), head_bn: bool = False):
+    def __init__(self, dim: int = 128, widths=(32, 64, 128), head: str = "linear"):
         layers, c = [], 3
         for w in widths:
             layers.append(_block(c, w))
             c = w
         backbone = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        super().__init__(backbone, c, dim, head_bn)
+        super().__init__(backbone, c, dim, head)
 
 
-def resnet18_cifar(dim: int = 128) -> Embedder:
+def resnet18_cifar(dim: int = 128, head: str = "linear") -> Embedder:
     """torchvision's ResNet-18 with a 3x3 stride-1 stem and no max-pool, ending in a ``dim``-d head."""
     import torchvision
 
@@ -78,13 +81,13 @@ def resnet18_cifar(dim: int = 128) -> Embedder:
     net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
     net.maxpool = nn.Identity()
     net.fc = nn.Identity()  # the backbone now ends at the 512-d pooled features
-    return Embedder(net, 512, dim)
+    return Embedder(net, 512, dim, head)
 
 
-def build_model(name: str, dim: int = 128, head_bn: bool = False) -> Embedder:
-    """``"convnet"`` or ``"resnet18"``."""
+def build_model(name: str, dim: int = 128, head: str = "linear") -> Embedder:
+    """``"convnet"`` or ``"resnet18"``, ending in a ``"linear"`` (InstDisc) or ``"mlp"`` (PIC) head."""
     if name == "convnet":
-        return ConvNet(dim, head_bn=head_bn)
+        return ConvNet(dim, head=head)
     if name == "resnet18":
-        return resnet18_cifar(dim)
+        return resnet18_cifar(dim, head)
     raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")

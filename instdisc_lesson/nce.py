@@ -142,5 +142,9 @@ class NCE(nn.Module):
         loss = nce_loss(scores, self.log_Z, self.memory.n)
         return loss + proximal_term(features, self.memory.read(idx), self.lam)
 
+    def start_from(self, features: torch.Tensor) -> None:
+        """Fill the bank with ``features`` (n, d) instead of random vectors."""
+        self.memory.fill(features)
+
     def after_step(self, features: torch.Tensor, idx: torch.Tensor) -> None:
         self.memory.update(idx, features)

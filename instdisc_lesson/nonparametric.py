@@ -61,5 +61,9 @@ class NonParametricSoftmax(nn.Module):
         loss = F.cross_entropy(self.logits(features), idx)  # -log P(i | f_i), averaged over the batch
         return loss + proximal_term(features, self.memory.read(idx), self.lam)
 
+    def start_from(self, features: torch.Tensor) -> None:
+        """Fill the bank with ``features`` (n, d) instead of random vectors."""
+        self.memory.fill(features)
+
     def after_step(self, features: torch.Tensor, idx: torch.Tensor) -> None:
         self.memory.update(idx, features)

@@ -35,6 +35,8 @@ from .data import InstanceDataset
 from .knn import check_k, evaluate_model, knn_accuracy
 from .models import build_model
 from .objectives import build_objective
+from .pic import RowSparseSGD
+from .samplers import SlidingWindowSampler
 
 
 @dataclass
@@ -53,13 +55,17 @@ class TrainConfig:
     tau: float = 0.07
     nce_m: int = 4096
     bank_momentum: float = 0.5
-    bank_init: str = "random"  # random (paper) | features (the untrained network's own features)
+    bank_init: str = "random"  # random (paper) | features: bank (or PIC weight) rows start as the untrained features
     lam: float = 0.0
     z_mode: str = "ema"
     z_momentum: float = 0.99
     shared_negatives: bool = False
     dim: int = 128
-    head_bn: bool = False
+    head: str | None = None  # linear (InstDisc) | mlp (PIC); None picks by objective
+    window: int = 0  # PIC sliding window D (0: the standard epoch over all n)
+    stride: int = 0  # PIC window stride S
+    recent_k: int = 0  # PIC recent negatives K (0: all n)
+    correction: bool = True  # PIC weight-update correction
     knn_k: int = 200
     knn_sigma: float = 0.1
     eval_every: int = 1
@@ -94,9 +100,16 @@ class TrainConfig:
         return cls(**{k: v for k, v in d.items() if k in known})
 
 
+def _objective_defaults(overrides: dict) -> dict:
+    """PIC's own temperature (0.2, Cao et al. 2020) unless tau is given."""
+    if overrides.get("objective") == "pic" and "tau" not in overrides:
+        return {**overrides, "tau": 0.2}
+    return overrides
+
+
 def paper_config(**overrides) -> TrainConfig:
     """The paper's CIFAR-10 run: ResNet-18, NCE m = 4096, 200 epochs."""
-    return replace(TrainConfig(), **overrides)
+    return replace(TrainConfig(), **_objective_defaults(overrides))
 
 
 # Calibrated for the offline quick set on a 2-core CPU (see README, "How quick mode was calibrated").
@@ -106,7 +119,7 @@ QUICK_DEFAULTS = dict(data="quick", model="convnet", objective="softmax", epochs
 
 def quick_config(**overrides) -> TrainConfig:
     """The settings quick mode uses: the offline quick set, the small ConvNet, a few epochs."""
-    return replace(TrainConfig(**QUICK_DEFAULTS), **overrides)
+    return replace(TrainConfig(**QUICK_DEFAULTS), **_objective_defaults(overrides))
 
 
 def default_config(**overrides) -> TrainConfig:
@@ -143,14 +156,19 @@ class Trainer:
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         seed_everything(cfg.seed)
-        self.model = build_model(cfg.model, cfg.dim, cfg.head_bn).to(self.device)
+        head = cfg.head or ("mlp" if cfg.objective == "pic" else "linear")
+        self.model = build_model(cfg.model, cfg.dim, head).to(self.device)
         self.objective = build_objective(cfg.objective, n, cfg.dim, tau=cfg.tau, m=cfg.nce_m,
                                          bank_momentum=cfg.bank_momentum, lam=cfg.lam, z_mode=cfg.z_mode,
-                                         z_momentum=cfg.z_momentum, shared_negatives=cfg.shared_negatives).to(self.device)
+                                         z_momentum=cfg.z_momentum, shared_negatives=cfg.shared_negatives,
+                                         recent_k=cfg.recent_k, correction=cfg.correction).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
         params = list(self.model.parameters()) + list(self.objective.parameters())
-        self.optimizer = torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        # Plain SGD, except that rows of a parameter marked with `sampled_rows` (PIC's weights, with the
+        # correction on) are updated alone: see pic.RowSparseSGD.
+        self.optimizer = RowSparseSGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.sampler = SlidingWindowSampler(n, cfg.window, cfg.stride or cfg.window, cfg.seed) if cfg.window else None
         milestones = sorted({max(1, round(f * cfg.epochs)) for f in cfg.lr_milestones})
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=0.1)
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
@@ -160,9 +178,8 @@ class Trainer:
         # One pass over the data in training mode: BatchNorm's running statistics then describe the data
         # (so the random-init baseline is a fair one), and the bank can start from these features.
         initial = self.embed_train()  # (n, d)
-        memory = getattr(self.objective, "memory", None)
-        if cfg.bank_init == "features" and memory is not None:
-            memory.fill(initial)
+        if cfg.bank_init == "features" and hasattr(self.objective, "start_from"):
+            self.objective.start_from(initial)  # bank rows (InstDisc) or weight rows (PIC) = these features
 
     @torch.no_grad()
     def embed_train(self, batch_size: int = 512) -> torch.Tensor:
@@ -186,7 +203,10 @@ class Trainer:
 
     def train_epoch(self) -> float:
         self.model.train()
-        perm = torch.randperm(len(self.images), generator=self.gen, device=self.device)
+        if self.sampler is None:  # the standard epoch: every instance once, in a fresh order
+            perm = torch.randperm(len(self.images), generator=self.gen, device=self.device)
+        else:  # PIC: this epoch's window of D instances
+            perm = self.sampler.window(self.epoch, self.gen).to(self.device)
         total, count = 0.0, 0
         for step, idx in enumerate(_batches(perm, self.cfg.batch_size)):
             loss, f = self.step(idx)

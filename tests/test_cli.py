@@ -108,3 +108,15 @@ def test_sigkill_then_resume_matches_uninterrupted(folder, tmp_path):
     b = json.loads((out / "metrics.json").read_text())
     assert [h["loss"] for h in a["history"]] == pytest.approx([h["loss"] for h in b["history"]], rel=1e-5)
     assert a["knn_top1"] == b["knn_top1"] and a["random_init_knn_top1"] == b["random_init_knn_top1"]
+
+
+def test_pic_options_reach_the_trainer(folder, tmp_path):
+    out = tmp_path / "pic"
+    main(["train", "--data", str(folder), "--objective", "pic", "--epochs", "2", "--batch-size", "8", "--knn-k", "5",
+          "--window", "24", "--stride", "8", "--recent-k", "16", "--no-correction", "--out", str(out)])
+    config = json.loads((out / "metrics.json").read_text())["config"]
+    assert (config["objective"], config["tau"], config["window"], config["stride"], config["recent_k"], config["correction"]) == \
+        ("pic", 0.2, 24, 8, 16, False)
+    bad = run_cli("train", "--data", str(folder), "--objective", "pic", "--window", "100", "--batch-size", "8",
+                  "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "need 1 <= stride <= window <= n" in bad.stderr

@@ -34,6 +34,15 @@ CASES = [
     (exercises.check_proximal, proximal_term, lambda f, v, lam: lam * (f - v).norm(dim=1).mean()),  # norm, not squared
     (exercises.check_milestones, lambda e: [round(0.6 * e), round(0.8 * e)], lambda e: [120, 160]),
 ]
+# check_visit_gaps takes an answer, not a function: the right one by hand (see tests/test_samplers.py), and a wrong one
+GAPS_RIGHT, GAPS_WRONG = sorted([1, 7, 1] * 6 + [7, 1, 7] * 2), sorted([1, 7, 1] * 8)
+
+
+def test_visit_gap_check(capsys):
+    exercises.check_visit_gaps(GAPS_RIGHT)
+    assert "correct" in capsys.readouterr().out
+    with pytest.raises(AssertionError):
+        exercises.check_visit_gaps(GAPS_WRONG)
 
 
 @pytest.mark.parametrize("check,right,wrong", CASES, ids=[c[0].__name__ for c in CASES])
