@@ -19,6 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .validate import check_batch, check_size
+
 
 class MemoryBank(nn.Module):
     """n x dim unit vectors with a momentum update.
@@ -40,10 +42,7 @@ class MemoryBank(nn.Module):
 
     def __init__(self, n: int, dim: int, momentum: float = 0.5, generator: torch.Generator | None = None):
         super().__init__()
-        if n < 2:
-            raise ValueError(f"n={n}: a memory bank needs at least 2 instances")
-        if dim < 1:
-            raise ValueError(f"dim={dim} must be a positive feature size")
+        check_size(n, dim)
         check_momentum(momentum)
         self.momentum = float(momentum)
         bank = F.normalize(torch.randn(n, dim, generator=generator), dim=1)  # random unit rows
@@ -61,12 +60,7 @@ class MemoryBank(nn.Module):
 
     def check(self, idx: torch.Tensor, features: torch.Tensor | None = None) -> None:
         """Validate indices (and features) coming from outside."""
-        if features is not None and (features.dim() != 2 or features.shape[1] != self.dim):
-            raise ValueError(f"features of shape {tuple(features.shape)} do not fit a bank of dim {self.dim}: expected (B, {self.dim})")
-        if features is not None and features.shape[0] != idx.shape[0]:
-            raise ValueError(f"{features.shape[0]} features for {idx.shape[0]} indices: they must match")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
-            raise ValueError(f"indices must lie in [0, {self.n - 1}], got min {int(idx.min())}, max {int(idx.max())}")
+        check_batch(features, idx, self.n, self.dim)
 
     def read(self, idx: torch.Tensor) -> torch.Tensor:
         """The stored features of ``idx``: (B, dim)."""

@@ -14,6 +14,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .validate import check_batch, check_size
+
 
 class ParametricSoftmax(nn.Module):
     """Cross-entropy over n instance classes with a learned (n, dim) weight matrix and bias.
@@ -28,18 +30,12 @@ class ParametricSoftmax(nn.Module):
 
     def __init__(self, n: int, dim: int):
         super().__init__()
-        if n < 2:
-            raise ValueError(f"n={n}: instance discrimination needs at least 2 instances")
-        if dim < 1:
-            raise ValueError(f"dim={dim} must be a positive feature size")
+        check_size(n, dim)
         self.n, self.dim = n, dim
         self.classifier = nn.Linear(dim, n)  # row j is w_j
 
     def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
-        if features.dim() != 2 or features.shape[1] != self.dim:
-            raise ValueError(f"features of shape {tuple(features.shape)} do not fit dim {self.dim}: expected (B, {self.dim})")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
-            raise ValueError(f"indices must lie in [0, {self.n - 1}], got min {int(idx.min())}, max {int(idx.max())}")
+        check_batch(features, idx, self.n, self.dim)
         logits = self.classifier(features)  # (B, n): w_j^T v + b_j
         return F.cross_entropy(logits, idx)
 

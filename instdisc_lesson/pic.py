@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .nonparametric import check_tau
+from .validate import check_batch, check_size
 
 
 class PIC(nn.Module):
@@ -48,10 +49,7 @@ class PIC(nn.Module):
     def __init__(self, n: int, dim: int, tau: float = 0.2, recent_k: int = 0, correction: bool = True,
                  generator: torch.Generator | None = None):
         super().__init__()
-        if n < 2:
-            raise ValueError(f"n={n}: instance classification needs at least 2 instances")
-        if dim < 1:
-            raise ValueError(f"dim={dim} must be a positive feature size")
+        check_size(n, dim)
         check_tau(tau)
         if recent_k < 0:
             raise ValueError(f"recent_k={recent_k} must be >= 0 (0 uses all n instances)")
@@ -69,10 +67,7 @@ class PIC(nn.Module):
         return torch.unique(torch.cat([idx, recent]))  # (<= B + K,)
 
     def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
-        if features.dim() != 2 or features.shape[1] != self.dim:
-            raise ValueError(f"features of shape {tuple(features.shape)} do not fit dim {self.dim}: expected (B, {self.dim})")
-        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.n):
-            raise ValueError(f"indices must lie in [0, {self.n - 1}], got min {int(idx.min())}, max {int(idx.max())}")
+        check_batch(features, idx, self.n, self.dim)
         cand = self.candidates(idx)  # (C,)
         # A sparse lookup: the gradient of `weight` then holds only these C rows, so the cost of the
         # backward pass does not grow with n either (a dense (n, d) gradient would be mostly zeros).

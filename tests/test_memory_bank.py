@@ -59,7 +59,7 @@ def test_momentum_outside_range_is_rejected(momentum):
 
 def test_bad_features_and_indices_are_rejected():
     bank = MemoryBank(10, 4)
-    with pytest.raises(ValueError, match="do not fit a bank of dim 4"):
+    with pytest.raises(ValueError, match="do not fit dim 4"):
         bank.update(torch.tensor([0]), torch.ones(1, 5))
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 9\]"):
         bank.update(torch.tensor([10]), torch.ones(1, 4))
