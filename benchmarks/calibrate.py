@@ -28,8 +28,9 @@ def main():
     p.add_argument("--test-per-class", type=int, default=100)
     p.add_argument("--set", nargs="*", default=[])
     p.add_argument("--aug", nargs="*", default=[])
+    p.add_argument("--threads", type=int, default=2, help="CPU threads (the RESULTS runs marked * used 1, two at a time)")
     a = p.parse_args()
-    torch.set_num_threads(1)
+    torch.set_num_threads(a.threads)
     if a.data == "digits":
         train, test = load_digits32()
     elif a.data == "quick":

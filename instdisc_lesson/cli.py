@@ -28,7 +28,7 @@ from .trainer import paper_config, quick_config
 _OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",
             "lr": "lr", "batch_size": "batch_size", "seed": "seed", "lam": "lam", "bank_momentum": "bank_momentum",
             "z_mode": "z_mode", "knn_k": "knn_k", "window": "window", "stride": "stride", "recent_k": "recent_k",
-            "bank_init": "bank_init"}
+            "bank_init": "bank_init", "compile": "compile"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PIC: let momentum and weight decay move unsampled weight rows (off by default)")
     t.add_argument("--seed", type=int, help="random seed (default 0)")
     t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (warm-up time reported separately)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json and metrics.json go here")
     return parser

@@ -69,6 +69,7 @@ class TrainConfig:
     knn_k: int = 200
     knn_sigma: float = 0.1
     eval_every: int = 1
+    compile: bool = False  # torch.compile the model; the first step's warm-up is reported separately
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -164,6 +165,8 @@ class Trainer:
                                          recent_k=cfg.recent_k, correction=cfg.correction).to(self.device)
         if self.device.type == "cuda":
             self.model = self.model.to(memory_format=torch.channels_last)
+        self.timings = {}  # e.g. compile_warmup_seconds: the first compiled step, kept out of the epoch times
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
         params = list(self.model.parameters()) + list(self.objective.parameters())
         # Plain SGD, except that rows of a parameter marked with `sampled_rows` (PIC's weights, with the
         # correction on) are updated alone: see pic.RowSparseSGD.
@@ -196,7 +199,7 @@ class Trainer:
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            f = self.model(x)
+            f = self.forward(x)
         f = f.float()  # (B, d); the objective runs in float32 (and in log space)
         loss = self.objective(f, idx, self.gen)
         return loss, f
@@ -209,8 +212,13 @@ class Trainer:
             perm = self.sampler.window(self.epoch, self.gen).to(self.device)
         total, count = 0.0, 0
         for step, idx in enumerate(_batches(perm, self.cfg.batch_size)):
+            warmup = self.cfg.compile and "compile_warmup_seconds" not in self.timings
+            start = time.perf_counter()
             loss, f = self.step(idx)
+            # One scalar read per step (a GPU sync): it lets a NaN stop training before the bad update.
             value = self.last_loss = loss.item()
+            if warmup:
+                self.timings["compile_warmup_seconds"] = time.perf_counter() - start
             if not math.isfinite(value):
                 raise FloatingPointError(
                     f"the loss became {value} at epoch {self.epoch + 1}, step {step + 1}: training stopped before "
@@ -256,13 +264,16 @@ class Trainer:
                    initial=self.epoch, total=target)
         for _ in bar:
             start = time.perf_counter()
+            warmed_before = "compile_warmup_seconds" in self.timings
             try:
                 loss = self.train_epoch()
             except FloatingPointError:
                 self._write_history()
                 raise
-            entry = {"epoch": self.epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"],
-                     "train_seconds": time.perf_counter() - start}
+            seconds = time.perf_counter() - start
+            if not warmed_before and "compile_warmup_seconds" in self.timings:  # this epoch paid the compilation
+                seconds -= self.timings["compile_warmup_seconds"]
+            entry = {"epoch": self.epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": seconds}
             if self.test_set is not None and (self.epoch % self.cfg.eval_every == 0 or self.epoch == target):
                 entry["knn_top1"], entry["knn_top5"] = self.evaluate()
                 entry["bank_knn_top1"] = self.bank_knn()
@@ -307,7 +318,7 @@ class Trainer:
 
     def _write_history(self) -> None:
         if self.out_dir is not None:
-            text = json.dumps({"history": self.history, "baselines": self.baselines}, indent=2)
+            text = json.dumps({"history": self.history, "baselines": self.baselines, "timings": self.timings}, indent=2)
             atomic_write(self.out_dir / "history.json", lambda tmp: Path(tmp).write_text(text))
 
 

@@ -125,3 +125,21 @@ def test_bank_starts_from_features_when_asked(tiny):
     assert torch.allclose(trainer.objective.memory.bank, trainer.embed_train(), atol=1e-5)
     random = Trainer(tiny_cfg(bank_init="random"), train, test, progress=False)
     assert (random.objective.memory.bank * random.embed_train()).sum(1).abs().mean() < 0.3
+
+
+def test_compile_option_reports_warmup_separately(tiny, monkeypatch):
+    """The wiring of cfg.compile: torch.compile is applied (here with the fast 'eager' backend) and the
+    first step's time is kept out of the epoch's train_seconds."""
+    calls = []
+    real_compile = torch.compile
+
+    def eager_compile(model, **kw):
+        calls.append(model)
+        return real_compile(model, backend="eager")
+
+    monkeypatch.setattr(torch, "compile", eager_compile)
+    train, test = tiny
+    trainer = Trainer(tiny_cfg(epochs=1, compile=True), train, test, progress=False)
+    trainer.fit()
+    assert calls == [trainer.model]
+    assert trainer.timings["compile_warmup_seconds"] > 0 and trainer.history[0]["train_seconds"] > 0
