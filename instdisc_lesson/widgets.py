@@ -20,10 +20,8 @@ def interactive_plot(draw, **sliders):
             draw(**values)
             plt.show()
 
-    controls = W.interactive(redraw, **sliders)
-    box = W.VBox([W.HBox(list(controls.children[:-1])), out])
-    controls.update()
-    return box
+    controls = W.interactive(redraw, **sliders)  # draws once now, then on every slider change
+    return W.VBox([W.HBox(list(controls.children[:-1])), out])
 
 
 def float_slider(value, lo, hi, step, description, log=False):

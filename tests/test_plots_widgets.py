@@ -1,0 +1,44 @@
+"""Figures and slider glue: each returns what the notebooks expect, with labelled axes; sliders redraw."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import torch  # noqa: E402
+
+from conftest import make_dataset  # noqa: E402
+from instdisc_lesson import plots, widgets  # noqa: E402
+from instdisc_lesson.sweeps import grid_runs  # noqa: E402
+from instdisc_lesson.trainer import quick_config  # noqa: E402
+
+
+def test_figures_are_labelled():
+    ds = make_dataset(40)
+    history = [{"epoch": 1, "loss": 2.0, "knn_top1": 0.5}, {"epoch": 2, "loss": 1.5, "knn_top1": 0.6}]
+    figures = [
+        plots.show_classes(ds, per_class=3),
+        plots.plot_history({"run": history}, baselines={"random init": 0.4}),
+        plots.plot_embeddings({"a": torch.rand(40, 2).numpy()}, ds.labels.numpy(), ds.classes),
+        plots.retrieval_grid(ds.images[:2], ds.labels[:2], ds.images[:6].view(2, 3, 3, 32, 32), ds.labels[:6].view(2, 3), ds.classes),
+        plots.bar_table({"x": 0.5, "y": 0.7}, reference={"x": 60.0}),
+    ]
+    for fig in figures:
+        assert fig.axes
+    curves = figures[1].axes
+    assert curves[0].get_xlabel() == "epoch" and "kNN" in curves[1].get_ylabel()
+    assert [t.get_text() for t in figures[4].axes[0].get_xticklabels()] == ["x", "y"]
+
+
+def test_slider_redraws_with_new_value():
+    seen = []
+    box = widgets.interactive_plot(lambda tau: seen.append(tau), tau=widgets.float_slider(0.1, -2, 0, 0.1, "tau", log=True))
+    slider = box.children[0].children[0]
+    assert seen == [0.1]
+    slider.value = 0.5
+    assert seen[-1] == 0.5
+
+
+def test_grid_runs_cover_the_grid():
+    ds = make_dataset(48)
+    grid = grid_runs(quick_config(objective="nce", epochs=1, batch_size=16, knn_k=5), ds, None, tau=[0.1, 0.2], nce_m=[4])
+    assert sorted(grid) == [(0.1, 4), (0.2, 4)]
+    assert all(len(r["loss"]) == 3 for r in grid.values())  # 48 images / batch 16 = 3 steps
