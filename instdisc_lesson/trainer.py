@@ -189,12 +189,12 @@ class Trainer:
         """Features of every training image, un-augmented, with BatchNorm in training mode (as in a step)."""
         from .data import to_float
 
-        return torch.cat([self.model(to_float(self.images[i:i + batch_size])).float()
-                          for i in range(0, len(self.images), batch_size)])
+        chunks = _batches(torch.arange(len(self.images), device=self.device), batch_size)  # no chunk of 1 (BatchNorm)
+        return torch.cat([self.model(to_float(self.images[chunk])).float() for chunk in chunks])
 
     # -- one step, one epoch ---------------------------------------------------------------------
-    def step(self, idx: torch.Tensor) -> torch.Tensor:
-        """One optimisation step on the images ``idx``; returns the loss (a 0-d tensor)."""
+    def step(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward one augmented batch of the images ``idx``: returns (loss, features); the caller steps."""
         x = augment(self.images[idx], self.cfg.augment, self.gen)  # (B, 3, 32, 32) in [0, 1]
         if self.device.type == "cuda":
             x = x.contiguous(memory_format=torch.channels_last)

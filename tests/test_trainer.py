@@ -143,3 +143,11 @@ def test_compile_option_reports_warmup_separately(tiny, monkeypatch):
     trainer.fit()
     assert calls == [trainer.model]
     assert trainer.timings["compile_warmup_seconds"] > 0 and trainer.history[0]["train_seconds"] > 0
+
+
+def test_dataset_with_a_lone_last_image_trains():
+    """n = 17, batch 8: the last batch (and the BatchNorm pass) would hold one image; it joins the previous one."""
+    train = make_dataset(17)
+    trainer = Trainer(tiny_cfg(epochs=1, batch_size=8, objective="pic"), train, None, progress=False)
+    trainer.fit()
+    assert len(trainer.history) == 1
