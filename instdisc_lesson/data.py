@@ -60,10 +60,6 @@ class InstanceDataset:
     def num_classes(self) -> int:
         return len(self.classes) if self.classes else int(self.labels.max()) + 1
 
-    def to(self, device) -> "InstanceDataset":
-        """The same dataset with its tensors on ``device`` (e.g. the GPU, for the fast path)."""
-        return InstanceDataset(self.images.to(device), self.labels.to(device), self.classes, self.name)
-
     def subset(self, indices) -> "InstanceDataset":
         """A smaller dataset; its indices are renumbered 0..len-1."""
         indices = torch.as_tensor(indices, dtype=torch.long)

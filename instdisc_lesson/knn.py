@@ -33,11 +33,16 @@ def embed(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 512, d
     return torch.cat(out)
 
 
+def pixel_mean(images: torch.Tensor) -> torch.Tensor:
+    """The mean image of a uint8 set, flattened and in [0, 1]: what raw-pixel features are centred by."""
+    return to_float(images).flatten(1).mean(dim=0)
+
+
 def raw_pixel_features(images: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
     """The raw-pixel baseline: flattened pixels, centred by ``mean`` (the training set's mean image), unit length."""
     x = to_float(images).flatten(1)  # (n, 3072)
     if mean is None:
-        mean = x.mean(dim=0)
+        mean = x.mean(dim=0)  # the set's own mean image
     return F.normalize(x - mean, dim=1)
 
 
@@ -89,16 +94,9 @@ def knn_accuracy(train_features, train_labels, query_features, query_labels, k: 
     return top1, top5
 
 
-def evaluate_model(model, train, test, k: int = 200, sigma: float = 0.1, batch_size: int = 512) -> tuple[float, float]:
-    """Recompute features of both sets with the test transform and return kNN (top-1, top-5)."""
-    train_f = embed(model, train.images, batch_size)
-    test_f = embed(model, test.images, batch_size)
-    return knn_accuracy(train_f, train.labels, test_f, test.labels, k, sigma, train.num_classes)
-
-
 def raw_pixel_knn(train, test, k: int = 200, sigma: float = 0.1) -> tuple[float, float]:
     """kNN on centred raw pixels: the baseline any learned feature must beat."""
-    mean = to_float(train.images).flatten(1).mean(dim=0)
+    mean = pixel_mean(train.images)
     return knn_accuracy(raw_pixel_features(train.images, mean), train.labels,
                         raw_pixel_features(test.images, mean), test.labels, k, sigma, train.num_classes)
 

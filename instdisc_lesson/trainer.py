@@ -32,7 +32,7 @@ from .augment import AugmentConfig, augment
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .config import get_device, is_quick, seed_everything
 from .data import InstanceDataset
-from .knn import check_k, evaluate_model, knn_accuracy
+from .knn import check_k, knn_accuracy
 from .models import build_model
 from .objectives import build_objective
 from .pic import RowSparseSGD
@@ -236,20 +236,21 @@ class Trainer:
         self.epoch += 1
         return total / count
 
-    def evaluate(self) -> tuple[float, float]:
-        """kNN (top-1, top-5) with train features recomputed under the test transform."""
-        return evaluate_model(self.model, self.train_set, self.test_set, self.cfg.knn_k, self.cfg.knn_sigma)
-
-    def bank_knn(self) -> float | None:
-        """kNN top-1 that reads the (stale) memory bank instead of recomputing train features."""
-        memory = getattr(self.objective, "memory", None)
-        if memory is None or self.test_set is None:
-            return None
+    def evaluate(self) -> dict:
+        """kNN on the test set: train features recomputed under the test transform (``knn_top1/5``) and,
+        for bank objectives, read from the stale memory bank instead (``bank_knn_top1``)."""
         from .knn import embed
 
-        test_f = embed(self.model, self.test_set.images)
-        return knn_accuracy(memory.bank, self.train_set.labels, test_f, self.test_set.labels,
-                            self.cfg.knn_k, self.cfg.knn_sigma, self.train_set.num_classes)[0]
+        cfg, train, test = self.cfg, self.train_set, self.test_set
+        test_f = embed(self.model, test.images)  # computed once, used by both
+        top1, top5 = knn_accuracy(embed(self.model, train.images), train.labels, test_f, test.labels,
+                                  cfg.knn_k, cfg.knn_sigma, train.num_classes)
+        result = {"knn_top1": top1, "knn_top5": top5, "bank_knn_top1": None}
+        memory = getattr(self.objective, "memory", None)
+        if memory is not None:
+            result["bank_knn_top1"] = knn_accuracy(memory.bank, train.labels, test_f, test.labels,
+                                                   cfg.knn_k, cfg.knn_sigma, train.num_classes)[0]
+        return result
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self, epochs: int | None = None) -> list[dict]:
@@ -258,8 +259,8 @@ class Trainer:
 
         target = self.cfg.epochs if epochs is None else epochs
         if self.test_set is not None and "random_init_knn_top1" not in self.baselines:
-            top1, top5 = self.evaluate()
-            self.baselines.update(random_init_knn_top1=top1, random_init_knn_top5=top5)
+            scores = self.evaluate()
+            self.baselines.update(random_init_knn_top1=scores["knn_top1"], random_init_knn_top5=scores["knn_top5"])
         bar = tqdm(range(self.epoch, target), desc=f"{self.cfg.objective}/{self.cfg.model}", disable=not self.progress,
                    initial=self.epoch, total=target)
         for _ in bar:
@@ -275,8 +276,7 @@ class Trainer:
                 seconds -= self.timings["compile_warmup_seconds"]
             entry = {"epoch": self.epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": seconds}
             if self.test_set is not None and (self.epoch % self.cfg.eval_every == 0 or self.epoch == target):
-                entry["knn_top1"], entry["knn_top5"] = self.evaluate()
-                entry["bank_knn_top1"] = self.bank_knn()
+                entry.update(self.evaluate())
             if hasattr(self.objective, "log_Z"):
                 entry["log_Z"] = float(self.objective.log_Z)
             self.history.append(entry)
