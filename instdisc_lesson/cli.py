@@ -22,13 +22,13 @@ from .config import describe_setup, is_quick
 from .data import DatasetUnavailableError, load_dataset
 from .models import MODELS
 from .objectives import OBJECTIVES
-from .trainer import paper_config, quick_config
+from .trainer import TrainConfig, paper_config, quick_config
 
 # CLI option -> TrainConfig field
 _OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",
             "lr": "lr", "batch_size": "batch_size", "seed": "seed", "lam": "lam", "bank_momentum": "bank_momentum",
             "z_mode": "z_mode", "knn_k": "knn_k", "window": "window", "stride": "stride", "recent_k": "recent_k",
-            "bank_init": "bank_init", "compile": "compile"}
+            "bank_init": "bank_init", "compile": "compile", "eval_every": "eval_every"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--bank-momentum", type=float, help="memory-bank momentum (paper code: 0.5)")
     t.add_argument("--z-mode", choices=("ema", "once"), help="NCE normaliser Z: EMA (default) or once from the first batch (paper)")
     t.add_argument("--knn-k", type=int, help="neighbours for the kNN monitor (paper: 200)")
+    t.add_argument("--eval-every", type=int, help="recompute kNN accuracy every N epochs (default 1; the last epoch always)")
     t.add_argument("--bank-init", choices=("random", "features"), help="start the bank (or PIC's weights) from random "
                    "vectors (paper) or the untrained network's features (quick-mode default)")
     t.add_argument("--window", type=int, help="PIC sliding window D: instances per epoch (default 0: all n)")
@@ -67,16 +68,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def train_command(args) -> dict:
-    from .knn import raw_pixel_knn
-    from .trainer import Trainer
-
+def build_config(args) -> TrainConfig:
+    """The run's TrainConfig: the options given, the rest from the quick or the paper's defaults."""
     data = args.data or ("quick" if is_quick() else "cifar10")
     base = quick_config if data == "quick" or is_quick() else paper_config
     overrides = {field: getattr(args, opt) for opt, field in _OPTIONS.items() if getattr(args, opt) is not None}
     if args.correction is not None:
         overrides["correction"] = args.correction
-    cfg = base(**overrides, data=data)
+    return base(**overrides, data=data)
+
+
+def train_command(args) -> dict:
+    from .knn import raw_pixel_knn
+    from .trainer import Trainer
+
+    cfg = build_config(args)
+    data = cfg.data
     out = Path(args.out)
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not args.resume:
