@@ -1,0 +1,101 @@
+"""The shipped CIFAR-10 checkpoint: it verifies, loads, and reproduces its recorded numbers offline."""
+import os
+import shutil
+
+import pytest
+import torch
+
+from instdisc_lesson import pretrained
+from instdisc_lesson.cli import build_config, build_parser
+from instdisc_lesson.knn import embed, knn_accuracy, pixel_mean, raw_pixel_features
+from instdisc_lesson.pretrained import PretrainedError, load_pretrained, load_sample, verify
+from instdisc_lesson.trainer import Trainer, TrainConfig
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    model, info = load_pretrained("cpu")
+    ref, qry, recorded = load_sample()
+    return model, info, ref, qry, recorded
+
+
+def test_record_says_how_it_was_made_and_that_it_learned(shipped):
+    _, info, *_ = shipped
+    made, m = info["made_by"], info["metrics"]
+    assert made["command"] == pretrained.COMMAND and made["epochs"] == info["config"]["epochs"] == 60
+    assert "JPEG" in made["data"]
+    assert m["knn_k"] == 200 and 0 < m["knn_top1"] <= m["knn_top5"] <= 1
+    # the claim the course makes about it: training beats the same network untrained and raw pixels
+    assert m["knn_top1"] > m["random_init_knn_top1"] + 0.10 and m["knn_top1"] > m["raw_pixel_knn_top1"] + 0.10
+    assert m["history"][-1]["knn_top1"] == pytest.approx(m["knn_top1"])
+
+
+def test_features_of_stored_test_images_match_the_recorded_ones(shipped):
+    model, _, ref, _, recorded = shipped
+    f = embed(model, ref.images[:16])
+    assert f.shape == (16, 128)
+    torch.testing.assert_close(f, recorded["features_first16"], atol=1e-4, rtol=0)
+    # unit length, and the model is not a constant map: the 16 images are told apart
+    torch.testing.assert_close(f.norm(dim=1), torch.ones(16))
+    assert (f @ f.T - torch.eye(16)).max() < 0.99
+
+
+def test_sample_knn_reproduces_the_recorded_accuracy(shipped):
+    model, info, ref, qry, recorded = shipped
+    k, sigma, one_query = int(recorded["knn_k"]), recorded["knn_sigma"], 1 / len(qry)
+    top1 = knn_accuracy(embed(model, ref.images), ref.labels, embed(model, qry.images), qry.labels, k, sigma)[0]
+    assert abs(top1 - recorded["knn_pretrained_top1"]) <= one_query + 1e-9
+    mean = pixel_mean(ref.images)
+    raw = knn_accuracy(raw_pixel_features(ref.images, mean), ref.labels, raw_pixel_features(qry.images, mean),
+                       qry.labels, k, sigma)[0]
+    assert abs(raw - recorded["knn_raw_pixels_top1"]) <= one_query + 1e-9
+    untrained = Trainer(TrainConfig.from_dict(info["config"]), ref, None, device="cpu", progress=False).model
+    rand = knn_accuracy(embed(untrained, ref.images), ref.labels, embed(untrained, qry.images), qry.labels, k, sigma)[0]
+    assert abs(rand - recorded["knn_random_init_top1"]) <= one_query + 1e-9
+    assert top1 > rand + 0.05 and top1 > raw + 0.05, (top1, rand, raw)
+
+
+def test_sample_is_balanced_cifar10(shipped):
+    _, _, ref, qry, _ = shipped
+    for part in (ref, qry):
+        assert len(part) == 500 and part.images.dtype == torch.uint8
+        assert torch.bincount(part.labels, minlength=10).tolist() == [50] * 10
+    assert ref.classes[0] == "airplane" and ref.classes[9] == "truck"
+
+
+def test_the_recorded_command_rebuilds_the_config_in_either_mode(shipped, monkeypatch):
+    _, info, *_ = shipped
+    for quick in ("1", "0"):
+        monkeypatch.setenv("INSTDISC_QUICK", quick)
+        cfg = build_config(build_parser().parse_args(pretrained.train_command())).to_dict()
+        assert pretrained.train_config().to_dict() == cfg
+        # nce_m is the one field that differs between the two modes' defaults; the softmax never reads it
+        assert {k: v for k, v in cfg.items() if k != "nce_m"} == {k: v for k, v in info["config"].items() if k != "nce_m"}
+    assert pretrained.train_command("x/y")[-2:] == ["--out", "x/y"]
+
+
+def test_damaged_checkpoint_is_refused_with_what_to_do(tmp_path, monkeypatch):
+    bad = tmp_path / pretrained.CHECKPOINT.name
+    shutil.copy(pretrained.CHECKPOINT, bad)
+    data = bytearray(bad.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the middle of the weights
+    bad.write_bytes(bytes(data))
+    with pytest.raises(PretrainedError, match="damaged or was replaced") as err:
+        verify(bad)
+    assert "git checkout" in str(err.value) and pretrained.COMMAND in str(err.value)
+    monkeypatch.setattr(pretrained, "CHECKPOINT", bad)
+    with pytest.raises(PretrainedError):
+        load_pretrained("cpu")
+    bad.write_bytes(b"version https://git-lfs.github.com/spec/v1\n")  # a Git LFS pointer instead of the file
+    with pytest.raises(PretrainedError, match="damaged"):
+        load_pretrained("cpu")
+    os.remove(bad)
+    with pytest.raises(PretrainedError, match="missing"):
+        load_pretrained("cpu")
+
+
+def test_sha256_of_a_known_file(tmp_path):
+    path = tmp_path / "abc.txt"
+    path.write_bytes(b"abc")  # FIPS 180-2 example
+    assert pretrained.sha256(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    assert verify(path, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == path
