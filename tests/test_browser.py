@@ -49,11 +49,17 @@ def _missing(reason: str):
     pytest.skip(reason)
 
 
-def _chromium() -> str:
+@pytest.fixture
+def chromium() -> str:
+    """The system Chromium's path, once both it and Playwright are known to be here (else skip, or fail in CI)."""
     path = os.environ.get("INSTDISC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
     if not path:
         _missing("no chromium on PATH: install Debian's package (apt-get install --no-install-recommends chromium) "
                  "or set INSTDISC_CHROMIUM to a Chromium executable")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        _missing("the playwright pip package is not installed (pip install playwright; it is in requirements.txt)")
     return path
 
 
@@ -65,7 +71,7 @@ def _free_port() -> int:
 
 @pytest.fixture
 def lab(tmp_path):
-    """A JupyterLab server on 127.0.0.1 serving a copy of the notebook; yields (url, token, log path)."""
+    """A JupyterLab server on 127.0.0.1 serving a copy of the notebook; yields (url, token)."""
     work = tmp_path / "notebooks"
     work.mkdir()
     shutil.copy(ROOT / "notebooks" / NOTEBOOK, work / NOTEBOOK)
@@ -78,7 +84,8 @@ def lab(tmp_path):
            "JUPYTER_CONFIG_DIR": str(tmp_path / "config"), "JUPYTER_RUNTIME_DIR": str(tmp_path / "runtime"),
            "INSTDISC_QUICK": "1", "INSTDISC_RUNS": str(tmp_path / "runs")}
     cmd = [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
-           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", "--LabApp.expose_app_in_browser=True", f"--ServerApp.root_dir={work}"]
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+           "--LabApp.expose_app_in_browser=True"]  # window.jupyterapp: the test reads the notebook model
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         cmd.append("--allow-root")
     log = tmp_path / "jupyterlab.log"
@@ -97,7 +104,7 @@ def lab(tmp_path):
             if server.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"JupyterLab did not start (exit code {server.poll()}):\n{log.read_text()[-3000:]}")
             time.sleep(0.5)
-        yield url, token, log
+        yield url, token
     finally:
         server.terminate()
         try:
@@ -166,15 +173,12 @@ def _slider_plot_src(box) -> str:
     return img.get_attribute("src")
 
 
-def test_slider_redraws_plot_in_jupyterlab(lab):
-    chromium = _chromium()
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("the playwright pip package is not installed (pip install playwright; it is in requirements.txt)")
-    url, token, log = lab
+def test_slider_redraws_plot_in_jupyterlab(chromium, lab):
+    from playwright.sync_api import sync_playwright
+
+    url, token = lab
     SHOTS.mkdir(parents=True, exist_ok=True)
-    cells = [c for c in json.loads((ROOT / "notebooks" / NOTEBOOK).read_text())["cells"] if c["cell_type"] == "code"]
+    n_code = sum(c["cell_type"] == "code" for c in json.loads((ROOT / "notebooks" / NOTEBOOK).read_text())["cells"])
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
         try:
@@ -182,8 +186,8 @@ def test_slider_redraws_plot_in_jupyterlab(lab):
             page.goto(f"{url}/lab/tree/{NOTEBOOK}?reset&token={token}", timeout=120_000)
             # the kernel is connected once the status bar names it as idle
             page.locator(".jp-StatusBar-Widget", has_text="Idle").first.wait_for(timeout=120_000)
-            ran = run_all(page, len(cells))
-            assert [c["count"] for c in ran] == list(range(1, len(cells) + 1)), "cells ran out of order or twice"
+            ran = run_all(page, n_code)
+            assert [c["count"] for c in ran] == list(range(1, n_code + 1)), "cells ran out of order or twice"
 
             # The widget box that holds the tau and m sliders and the plot they draw.
             box = page.locator(".widget-vbox", has=page.locator(".widget-slider")).first
