@@ -1,6 +1,6 @@
 """Write the shipped checkpoint and CIFAR-10 sample from a finished run (development tooling).
 
-    python benchmarks/export_pretrained.py runs/pretrained-convnet-cifar10 --data-root data/ [--seconds S]
+    python benchmarks/export_pretrained.py runs/pretrained-convnet-cifar10 --data-root data/
 
 Reads the run's ``checkpoint.pt`` and ``metrics.json`` (from ``instdisc_lesson.pretrained.COMMAND``),
 measures the exported weights again on the full CIFAR-10 test set (kNN k = 200, sigma = 0.1, all
@@ -44,7 +44,6 @@ def main() -> None:
     parser.add_argument("run", type=Path)
     parser.add_argument("--data-root", default=None)
     args = parser.parse_args()
-    torch.set_num_threads(max(1, torch.get_num_threads()))
 
     state = load_checkpoint(args.run / "checkpoint.pt")
     metrics = json.loads((args.run / "metrics.json").read_text())

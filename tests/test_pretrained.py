@@ -28,6 +28,9 @@ def test_record_says_how_it_was_made_and_that_it_learned(shipped):
     # the claim the course makes about it: training beats the same network untrained and raw pixels
     assert m["knn_top1"] > m["random_init_knn_top1"] + 0.10 and m["knn_top1"] > m["raw_pixel_knn_top1"] + 0.10
     assert m["history"][-1]["knn_top1"] == pytest.approx(m["knn_top1"])
+    table = pretrained.record_table(m).splitlines()
+    assert len(table) == 4 and f"{m['knn_top1']:.1%} / {m['knn_top5']:.1%}" in table[1]
+    assert f"{m['raw_pixel_knn_top1']:.1%}" in table[3]
 
 
 def test_features_of_stored_test_images_match_the_recorded_ones(shipped):
