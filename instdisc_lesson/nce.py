@@ -49,6 +49,16 @@ def mc_log_Z(bank: torch.Tensor, features: torch.Tensor, tau: float, m: int, gen
     return math.log(n) + torch.logsumexp(s, dim=1) - math.log(m)
 
 
+def use_full_scores(n: int, m: int, batch: int) -> bool:
+    """Whether one (B x d)(d x n) matmul plus a gather beats gathering the (B, 1 + m, d) noise rows.
+
+    Both give the same B x (1 + m) scores. The gather reads B(1 + m)d floats scattered over the bank;
+    the matmul reads the bank once and does B n d multiply-adds. On a CPU the matmul wins while n is
+    within about 32 x (1 + m) and the (B, n) score matrix stays small (benchmarks/bench_ops.py).
+    """
+    return n <= 32 * (m + 1) and batch * n <= 2**25
+
+
 def nce_loss(scores: torch.Tensor, log_Z: torch.Tensor | float, n: int) -> torch.Tensor:
     """J_NCE (eq. 5) for one batch, from the scaled similarities ``scores = v^T f / tau``: (B, 1 + m).
 
@@ -116,7 +126,11 @@ class NCE(nn.Module):
             return torch.cat([positive, negative], dim=1) / self.tau
         noise = torch.randint(0, self.memory.n, (B, self.m), generator=gen, device=bank.device)  # (B, m)
         rows = torch.cat([idx.view(-1, 1), noise], dim=1)  # (B, 1 + m): the positive, then the noise
-        v = bank.index_select(0, rows.flatten()).view(B, self.m + 1, -1)  # (B, 1 + m, d)
+        if use_full_scores(self.memory.n, self.m, B):
+            # Same numbers, less memory traffic: score the batch against every row with one matmul,
+            # then pick the B x (1 + m) scores we need.
+            return (features @ bank.t()).gather(1, rows) / self.tau  # (B, n) -> (B, 1 + m)
+        v = bank.index_select(0, rows.flatten()).view(B, self.m + 1, -1)  # (B, 1 + m, d): the paper's gather
         return torch.bmm(v, features.unsqueeze(2)).squeeze(2) / self.tau  # (B, 1 + m): v^T f / tau
 
     @torch.no_grad()

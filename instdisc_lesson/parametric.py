@@ -18,7 +18,7 @@ from .validate import check_batch, check_size
 
 
 class ParametricSoftmax(nn.Module):
-    """Cross-entropy over n instance classes with a learned (n, dim) weight matrix and bias.
+    """Cross-entropy over n instance classes with a learned (n, dim) weight matrix (no bias, as in eq. 1).
 
     Raises:
         ValueError: for n < 2 or dim < 1, and (in :meth:`forward`) for features or indices that do not fit.
@@ -32,11 +32,11 @@ class ParametricSoftmax(nn.Module):
         super().__init__()
         check_size(n, dim)
         self.n, self.dim = n, dim
-        self.classifier = nn.Linear(dim, n)  # row j is w_j
+        self.classifier = nn.Linear(dim, n, bias=False)  # row j is w_j; eq. 1 has no bias
 
     def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
         check_batch(features, idx, self.n, self.dim)
-        logits = self.classifier(features)  # (B, n): w_j^T v + b_j
+        logits = self.classifier(features)  # (B, n): w_j^T v
         return F.cross_entropy(logits, idx)
 
     def after_step(self, features: torch.Tensor, idx: torch.Tensor) -> None:

@@ -210,7 +210,7 @@ class Trainer:
             perm = torch.randperm(len(self.images), generator=self.gen, device=self.device)
         else:  # PIC: this epoch's window of D instances
             perm = self.sampler.window(self.epoch, self.gen).to(self.device)
-        total, count = 0.0, 0
+        total, count, self.step_losses = 0.0, 0, []
         for step, idx in enumerate(_batches(perm, self.cfg.batch_size)):
             warmup = self.cfg.compile and "compile_warmup_seconds" not in self.timings
             start = time.perf_counter()
@@ -232,6 +232,7 @@ class Trainer:
                 hook(self, idx, f.detach())
             self.objective.after_step(f.detach(), idx)
             total, count = total + value * len(idx), count + len(idx)
+            self.step_losses.append(round(value, 4))  # the loss of every step (notebook 04's oscillation)
         self.scheduler.step()
         self.epoch += 1
         return total / count
@@ -266,6 +267,7 @@ class Trainer:
         for _ in bar:
             start = time.perf_counter()
             warmed_before = "compile_warmup_seconds" in self.timings
+            lr = self.optimizer.param_groups[0]["lr"]  # the rate this epoch trains with (the scheduler steps after it)
             try:
                 loss = self.train_epoch()
             except FloatingPointError:
@@ -274,7 +276,8 @@ class Trainer:
             seconds = time.perf_counter() - start
             if not warmed_before and "compile_warmup_seconds" in self.timings:  # this epoch paid the compilation
                 seconds -= self.timings["compile_warmup_seconds"]
-            entry = {"epoch": self.epoch, "loss": loss, "lr": self.optimizer.param_groups[0]["lr"], "train_seconds": seconds}
+            entry = {"epoch": self.epoch, "loss": loss, "lr": lr, "train_seconds": seconds,
+                     "step_losses": self.step_losses}
             if self.test_set is not None and (self.epoch % self.cfg.eval_every == 0 or self.epoch == target):
                 entry.update(self.evaluate())
             if hasattr(self.objective, "log_Z"):

@@ -20,10 +20,11 @@ def unit(*shape, seed=0, dtype=torch.float32):
 def test_parametric_equals_hand_softmax():
     obj = ParametricSoftmax(n=5, dim=3)
     f, idx = unit(4, 3), torch.tensor([0, 4, 2, 2])
-    W, b = obj.classifier.weight.detach().double(), obj.classifier.bias.detach().double()
+    W = obj.classifier.weight.detach().double()
+    assert obj.classifier.bias is None  # eq. 1 has no bias term
     expected = 0.0
-    for row, i in zip(f.double(), idx.tolist()):  # -log exp(w_i.v + b_i) / sum_j exp(w_j.v + b_j)
-        logits = [float(W[j] @ row + b[j]) for j in range(5)]
+    for row, i in zip(f.double(), idx.tolist()):  # -log exp(w_i.v) / sum_j exp(w_j.v)
+        logits = [float(W[j] @ row) for j in range(5)]
         expected += -(logits[i] - math.log(sum(math.exp(z) for z in logits)))
     assert obj(f, idx).item() == pytest.approx(expected / 4, rel=1e-5)
 

@@ -1,0 +1,133 @@
+"""Run the course's recorded CIFAR-10 experiments and write their records.
+
+    INSTDISC_DATA=data python benchmarks/make_records.py --runs runs/records [--only table1 tau] [--list]
+
+Each entry of ``RUNS`` below is one real training run: its record name, the experiment it belongs to,
+and the exact command-line options. The script runs them in order through the CLI
+(``python -m instdisc_lesson train ... --resume``, so an interrupted queue continues where it
+stopped), then writes ``instdisc_lesson/records/<name>.json``: the CLI's ``metrics.json`` plus where
+and how it ran. A learner reproduces any record with its ``command``.
+
+Development tooling: the records were made on this project's 2-core CPU from the JPEG export of
+CIFAR-10 in ``shared/data`` (converted with ``benchmarks/jpeg_to_cifar_batches.py``).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RECORDS = ROOT / "instdisc_lesson" / "records"
+
+# Shared by every CPU record: the small ConvNet on all 50,000 CIFAR-10 training images, the paper's
+# SGD recipe (lr 0.03, momentum 0.9, wd 5e-4, batch 128, lr x0.1 at 60 % and 80 % of the run), tau 0.07,
+# kNN k = 200 on the 10,000 test images, and the bank started from the untrained features (the start-up
+# fix that lets a short run learn from its first epoch; the paper starts from random vectors).
+COMMON = ["--data", "cifar10", "--model", "convnet", "--batch-size", "128", "--lr", "0.03", "--knn-k", "200",
+          "--bank-momentum", "0.5", "--seed", "0"]
+TABLE1 = COMMON + ["--epochs", "10", "--eval-every", "2", "--tau", "0.07", "--bank-init", "features"]
+SHORT = COMMON + ["--epochs", "5", "--eval-every", "1"]
+
+# (name, experiment, label, options); in the order they run.
+RUNS = [
+    ("table1-softmax", "table1", "non-parametric softmax", TABLE1 + ["--objective", "softmax"]),
+    ("table1-nce-m4096", "table1", "NCE m=4096", TABLE1 + ["--objective", "nce", "--nce-m", "4096"]),
+    ("table1-nce-m1", "table1", "NCE m=1", TABLE1 + ["--objective", "nce", "--nce-m", "1"]),
+    ("table1-parametric", "table1", "parametric softmax", TABLE1 + ["--objective", "parametric"]),
+    ("table1-nce-m10", "table1", "NCE m=10", TABLE1 + ["--objective", "nce", "--nce-m", "10"]),
+    ("table1-nce-m512", "table1", "NCE m=512", TABLE1 + ["--objective", "nce", "--nce-m", "512"]),
+    ("z-once-random", "z_mode", "one-shot Z, random bank (paper)",
+     SHORT + ["--objective", "nce", "--nce-m", "4096", "--tau", "0.07", "--z-mode", "once", "--bank-init", "random"]),
+    ("z-ema-random", "z_mode", "EMA Z, random bank",
+     SHORT + ["--objective", "nce", "--nce-m", "4096", "--tau", "0.07", "--z-mode", "ema", "--bank-init", "random"]),
+    ("z-once-features", "z_mode", "one-shot Z, bank from features",
+     SHORT + ["--objective", "nce", "--nce-m", "4096", "--tau", "0.07", "--z-mode", "once", "--bank-init", "features"]),
+    *[(f"tau-{tau}", "tau", f"tau={tau}", SHORT + ["--objective", "softmax", "--tau", tau, "--bank-init", "features"])
+      for tau in ("0.07", "0.03", "0.2", "0.5")],
+    *[(f"lambda-{lam}", "lambda", f"lambda={lam}",
+       SHORT + ["--objective", "nce", "--nce-m", "4096", "--tau", "0.07", "--bank-init", "features",
+                "--bank-momentum", "0", "--lam", lam]) for lam in ("0", "10", "30", "50")],
+    ("pic-window", "pic", "PIC: window 4096/512, recent K 4096",
+     COMMON + ["--objective", "pic", "--tau", "0.2", "--bank-init", "features", "--epochs", "61", "--window", "4096",
+               "--stride", "512", "--recent-k", "4096", "--eval-every", "6"]),
+    ("pic-standard", "pic", "PIC: standard epochs, all n",
+     SHORT + ["--objective", "pic", "--tau", "0.2", "--bank-init", "features"]),
+]
+# The lambda runs write the bank with momentum 0 (v_i <- f_i), as eq. 9's paper does; their
+# records keep every step's loss (the oscillation). The other records keep per-epoch values only.
+KEEP_STEP_LOSSES = {"lambda"}
+HISTORY_KEYS = ("epoch", "loss", "knn_top1", "knn_top5", "bank_knn_top1", "log_Z", "lr", "train_seconds")
+
+
+def command_line(options: list[str], name: str) -> str:
+    return " ".join(["python -m instdisc_lesson train", *options, "--out", f"runs/records/{name}"])
+
+
+def describe_device() -> str:
+    cpu = platform.processor() or "CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU, {os.cpu_count()} cores ({cpu})"
+
+
+def to_record(name: str, experiment: str, label: str, options: list[str], metrics: dict, data: str) -> dict:
+    import torch
+
+    keep = HISTORY_KEYS + (("step_losses",) if experiment in KEEP_STEP_LOSSES else ())
+    history = [{k: h[k] for k in keep if h.get(k) is not None} for h in metrics["history"]]
+    return {
+        "name": name, "experiment": experiment, "label": label,
+        "command": command_line(options, name), "device": describe_device(), "torch": torch.__version__,
+        "data": data, "epochs": metrics["config"]["epochs"],
+        "train_seconds": round(sum(h["train_seconds"] for h in metrics["history"]), 1),
+        "knn_top1": metrics["knn_top1"], "knn_top5": metrics["knn_top5"],
+        "random_init_knn_top1": metrics["random_init_knn_top1"], "random_init_knn_top5": metrics["random_init_knn_top5"],
+        "raw_pixel_knn_top1": metrics["raw_pixel_knn_top1"], "raw_pixel_knn_top5": metrics["raw_pixel_knn_top5"],
+        "made": time.strftime("%Y-%m-%d"), "history": history, "config": metrics["config"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=Path, default=ROOT / "runs" / "records", help="where the run folders go")
+    parser.add_argument("--only", nargs="*", help="experiments or record names to run (default: all)")
+    parser.add_argument("--data-note", default="CIFAR-10 (JPEG export), all 50,000 training images; kNN on the 10,000 test images")
+    parser.add_argument("--list", action="store_true", help="print the commands and stop")
+    args = parser.parse_args()
+    RECORDS.mkdir(exist_ok=True)
+    for name, experiment, label, options in RUNS:
+        if args.only and name not in args.only and experiment not in args.only:
+            continue
+        if args.list:
+            print(f"{experiment:>8}  {command_line(options, name)}")
+            continue
+        out = args.runs / name
+        if (RECORDS / f"{name}.json").exists():
+            print(f"{name}: recorded already (delete instdisc_lesson/records/{name}.json to run it again)", flush=True)
+            continue
+        cmd = [sys.executable, "-m", "instdisc_lesson", "train", *options, "--out", str(out), "--resume"]
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd[1:])}", flush=True)
+        done = subprocess.run(cmd, cwd=ROOT).returncode == 0
+        if not done:
+            print(f"[{time.strftime('%H:%M:%S')}] {name} failed; continuing with the next run", flush=True)
+            continue
+        metrics = json.loads((out / "metrics.json").read_text())
+        record = to_record(name, experiment, label, options, metrics, args.data_note)
+        (RECORDS / f"{name}.json").write_text(json.dumps(record, indent=1) + "\n")
+        print(f"[{time.strftime('%H:%M:%S')}] {name}: kNN {record['knn_top1']:.1%} in {record['train_seconds']:.0f} s",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
