@@ -3,7 +3,7 @@
     python benchmarks/bench_throughput.py [--model convnet] [--n 5000] [--batch-size 128] [--steps 20]
 
 Pipeline = index a uint8 batch on the device, augment it per sample, forward, objective (the full
-non-parametric softmax over n bank rows), backward, SGD step, bank update: ``Trainer.step`` and the
+non-parametric softmax over n bank rows), backward, SGD step, bank update: ``Trainer.train_step`` and the
 rest of ``Trainer.train_epoch``'s body. Bare = forward + backward + SGD step of the same model on
 a pre-made float batch. The gap is what the data pipeline and the objective cost.
 """
@@ -16,7 +16,8 @@ import time
 import torch
 
 from instdisc_lesson.data import InstanceDataset
-from instdisc_lesson.trainer import Trainer, quick_config
+from instdisc_lesson.recipe import quick_config
+from instdisc_lesson.trainer import Trainer
 
 
 def timed(fn, steps, sync):
@@ -53,11 +54,7 @@ def main():
 
     def pipeline_step():
         idx = torch.randint(0, a.n, (a.batch_size,), generator=trainer.gen, device=device)
-        loss, f = trainer.step(idx)
-        trainer.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        trainer.optimizer.step()
-        trainer.objective.after_step(f.detach(), idx)
+        trainer.train_step(idx)
 
     x = torch.rand(a.batch_size, 3, 32, 32, device=device)
     if device.type == "cuda":

@@ -18,7 +18,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from instdisc_lesson.augment import AugmentConfig  # noqa: E402
 from instdisc_lesson.data import load_digits32, load_quick  # noqa: E402
 from instdisc_lesson.knn import raw_pixel_knn  # noqa: E402
-from instdisc_lesson.trainer import Trainer, quick_config  # noqa: E402
+from instdisc_lesson.recipe import quick_config  # noqa: E402
+from instdisc_lesson.trainer import Trainer  # noqa: E402
 
 
 def main():

@@ -25,7 +25,8 @@ from instdisc_lesson.data import InstanceDataset, load_cifar10
 from instdisc_lesson.knn import embed, knn_accuracy, pixel_mean, raw_pixel_features
 from instdisc_lesson.models import build_model
 from instdisc_lesson.pretrained import CHECKPOINT, COMMAND, SAMPLE, sha256
-from instdisc_lesson.trainer import Trainer, TrainConfig
+from instdisc_lesson.recipe import TrainConfig
+from instdisc_lesson.trainer import Trainer
 
 SAMPLE_K, SIGMA = 20, 0.1
 

@@ -22,7 +22,7 @@ from .config import describe_setup, is_quick
 from .data import DatasetUnavailableError, load_dataset
 from .models import MODELS
 from .objectives import OBJECTIVES
-from .trainer import TrainConfig, paper_config, quick_config
+from .recipe import TrainConfig, paper_config, quick_config
 
 # CLI option -> TrainConfig field
 _OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",

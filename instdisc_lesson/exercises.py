@@ -68,6 +68,34 @@ def check_mc_Z(fn) -> None:
     _ok("Monte-Carlo Z")
 
 
+def check_nce_loss(fn) -> None:
+    """Notebook 03. ``fn(scores, log_Z, n)`` returns J_NCE (eq. 5) from scores (B, 1 + m), column 0 the positive."""
+    from .nce import nce_loss
+
+    g = torch.Generator().manual_seed(0)
+    for m, n, log_Z in ((1, 100, 5.0), (16, 1000, 9.0), (256, 50_000, 12.0)):
+        scores = torch.randn(6, 1 + m, generator=g, dtype=torch.float64) * 3 + 8
+        ref = sum(-math.log(math.exp(s[0] - log_Z) / (math.exp(s[0] - log_Z) + m / n))
+                  - sum(math.log((m / n) / (math.exp(v - log_Z) + m / n)) for v in s[1:])
+                  for s in scores.tolist()) / 6  # eq. 5 term by term, float64
+        got = float(fn(scores, log_Z, n))
+        assert math.isclose(got, ref, rel_tol=1e-6), f"m={m}, n={n}: got {got:.6g}, eq. 5 gives {ref:.6g}"
+        assert math.isclose(float(nce_loss(scores, log_Z, n)), ref, rel_tol=1e-6)  # the package agrees too
+    _ok("NCE loss")
+
+
+def check_table1_gaps(fn, table1: dict) -> None:
+    """Notebook 06. ``fn(table1)`` returns ``{m: points by which NCE with m noise samples trails the full softmax}``."""
+    softmax = next(r for r in table1.values() if r["config"]["objective"] == "softmax")["knn_top1"]
+    ref = {r["config"]["nce_m"]: 100 * (softmax - r["knn_top1"]) for r in table1.values() if r["config"]["objective"] == "nce"}
+    got = fn(table1)
+    assert got is not None and sorted(got) == sorted(ref), f"expected one entry per NCE record, m in {sorted(ref)}"
+    for m in ref:
+        assert math.isclose(got[m], ref[m], abs_tol=0.05), \
+            f"m={m}: got {got[m]:.2f}, expected {ref[m]:.2f} (softmax's knn_top1 minus NCE's, in points)"
+    _ok("Table 1 gaps")
+
+
 def check_knn_predict(fn) -> None:
     """Notebook 05. ``fn(train_f, train_y, query_f, k, sigma, C)`` returns the predicted class per query."""
     from .knn import knn_scores, rank_classes

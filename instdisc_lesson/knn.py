@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import to_float
+from .validate import check_k, check_sigma
 
 
 @torch.no_grad()
@@ -46,11 +47,6 @@ def raw_pixel_features(images: torch.Tensor, mean: torch.Tensor | None = None) -
     return F.normalize(x - mean, dim=1)
 
 
-def check_k(k: int, n_train: int) -> None:
-    if not 1 <= k <= n_train:
-        raise ValueError(f"k={k} neighbours must lie in [1, {n_train}] (the number of training features)")
-
-
 @torch.no_grad()
 def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor,
                k: int = 200, sigma: float = 0.1, num_classes: int | None = None, chunk: int = 1024) -> torch.Tensor:
@@ -60,8 +56,7 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, query_f
     The votes are computed as ``exp((s_i - s_max) / sigma)``: the same ranking, and no overflow for small sigma.
     """
     check_k(k, len(train_features))
-    if not sigma > 0:
-        raise ValueError(f"sigma={sigma} must be > 0 (the paper uses sigma = tau = 0.07)")
+    check_sigma(sigma)
     if train_features.shape[1] != query_features.shape[1]:
         raise ValueError(f"train features have dim {train_features.shape[1]} but queries {query_features.shape[1]}")
     C = num_classes if num_classes is not None else int(train_labels.max()) + 1
@@ -92,6 +87,17 @@ def knn_accuracy(train_features, train_labels, query_features, query_labels, k: 
     top1 = (ranked[:, :1] == truth).any(dim=1).float().mean().item()
     top5 = (ranked[:, :5] == truth).any(dim=1).float().mean().item()
     return top1, top5
+
+
+def evaluate_knn(model, train, test, k: int = 200, sigma: float = 0.1, bank: torch.Tensor | None = None) -> dict:
+    """kNN top-1/top-5 of ``model`` on ``test``, with the training features recomputed under the test
+    transform (``knn_top1``, ``knn_top5``) and, given a memory bank, read from it instead (``bank_knn_top1``)."""
+    test_f = embed(model, test.images)  # computed once, used by both
+    top1, top5 = knn_accuracy(embed(model, train.images), train.labels, test_f, test.labels, k, sigma, train.num_classes)
+    result = {"knn_top1": top1, "knn_top5": top5, "bank_knn_top1": None}
+    if bank is not None:
+        result["bank_knn_top1"] = knn_accuracy(bank, train.labels, test_f, test.labels, k, sigma, train.num_classes)[0]
+    return result
 
 
 def raw_pixel_knn(train, test, k: int = 200, sigma: float = 0.1) -> tuple[float, float]:

@@ -19,7 +19,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .validate import check_batch, check_size
+from .validate import check_bank_momentum, check_batch, check_size
+
+BANK_MOMENTUM = 0.5  # the paper's code (lemniscate): v <- normalize(0.5 v + 0.5 f)
 
 
 class MemoryBank(nn.Module):
@@ -40,10 +42,10 @@ class MemoryBank(nn.Module):
         >>> bank.update(idx, features.detach())
     """
 
-    def __init__(self, n: int, dim: int, momentum: float = 0.5, generator: torch.Generator | None = None):
+    def __init__(self, n: int, dim: int, momentum: float = BANK_MOMENTUM, generator: torch.Generator | None = None):
         super().__init__()
         check_size(n, dim)
-        check_momentum(momentum)
+        check_bank_momentum(momentum)
         self.momentum = float(momentum)
         bank = F.normalize(torch.randn(n, dim, generator=generator), dim=1)  # random unit rows
         self.register_buffer("bank", bank)
@@ -85,8 +87,3 @@ class MemoryBank(nn.Module):
     def age(self) -> torch.Tensor:
         """How many updates ago each row was written (rows never written count from the start)."""
         return self.step - self.written_at.clamp(min=0)
-
-
-def check_momentum(momentum: float) -> None:
-    if not 0.0 <= momentum < 1.0:
-        raise ValueError(f"momentum={momentum} must lie in [0, 1): 0 overwrites the row, values near 1 barely move it")

@@ -8,12 +8,18 @@ every similarity in the course is a cosine ``v_i^T v_j`` in [-1, 1].
   2 CPU cores).
 * :func:`resnet18_cifar` – the paper's ResNet-18 with the usual CIFAR stem: a 3x3 stride-1 first
   convolution and no max-pool, so 32x32 inputs are not shrunk to 8x8 before the first block.
+
+:func:`build_encoder` makes the untrained network of a run (the trainer's starting point, and the
+random-init baseline the notebooks compare against): seeded, with the head its objective asks for,
+and BatchNorm statistics from one pass over the data.
 """
 from __future__ import annotations
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from .validate import check_choice
 
 MODELS = ("convnet", "resnet18")
 
@@ -86,8 +92,38 @@ def resnet18_cifar(dim: int = 128, head: str = "linear") -> Embedder:
 
 def build_model(name: str, dim: int = 128, head: str = "linear") -> Embedder:
     """``"convnet"`` or ``"resnet18"``, ending in a ``"linear"`` (InstDisc) or ``"mlp"`` (PIC) head."""
-    if name == "convnet":
-        return ConvNet(dim, head=head)
-    if name == "resnet18":
-        return resnet18_cifar(dim, head)
-    raise ValueError(f"unknown model {name!r}: choose one of {', '.join(MODELS)}")
+    check_choice("model", name, MODELS)
+    return ConvNet(dim, head=head) if name == "convnet" else resnet18_cifar(dim, head)
+
+
+@torch.no_grad()
+def batchnorm_pass(model: Embedder, images: torch.Tensor, batch_size: int = 512) -> torch.Tensor:
+    """Every image once through ``model`` in training mode, un-augmented: (n, dim) features.
+
+    BatchNorm's running statistics then describe these images, as they will after a training step.
+    """
+    from .data import to_float
+    from .samplers import batches
+
+    device = next(model.parameters()).device
+    model.train()
+    chunks = batches(torch.arange(len(images), device=device), batch_size)  # no chunk of 1 (BatchNorm)
+    return torch.cat([model(to_float(images[chunk].to(device))).float() for chunk in chunks])
+
+
+def build_encoder(cfg, images: torch.Tensor, device=None) -> tuple[Embedder, torch.Tensor]:
+    """The untrained encoder of run ``cfg`` on ``images`` (uint8, (n, 3, 32, 32)), and its features (n, dim).
+
+    Seeds with ``cfg.seed``, builds ``cfg.model`` with ``cfg.head`` (or the head the objective asks for),
+    and runs :func:`batchnorm_pass`. The trainer starts from this network (and the memory bank from
+    its features, with ``bank_init="features"``); notebooks use it as the fair random-init baseline.
+    """
+    from .config import get_device, seed_everything
+    from .objectives import objective_class
+
+    device = get_device(device)
+    seed_everything(cfg.seed)
+    model = build_model(cfg.model, cfg.dim, cfg.head or objective_class(cfg.objective).head).to(device)
+    if device.type == "cuda":
+        model = model.to(memory_format=torch.channels_last)
+    return model, batchnorm_pass(model, images.to(device))

@@ -27,13 +27,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn as nn
 
-from .memory_bank import MemoryBank
-from .nonparametric import check_tau
-from .proximal import check_lam, proximal_term
+from .memory_bank import BANK_MOMENTUM
+from .objectives import TAU, BankObjective
+from .validate import check_nce_m, check_z
 
 Z_MODES = ("ema", "once")
+NCE_M = 4096  # the paper's noise samples per image (CIFAR-10 and ImageNet)
 
 
 def exact_log_Z(bank: torch.Tensor, features: torch.Tensor, tau: float) -> torch.Tensor:
@@ -74,8 +74,10 @@ def nce_loss(scores: torch.Tensor, log_Z: torch.Tensor | float, n: int) -> torch
     return -(log_h_pos + log_1mh_neg.sum(dim=1)).mean()
 
 
-class NCE(nn.Module):
+class NCE(BankObjective):
     """NCE with m uniform noise samples from the memory bank, and Z estimated once or as an EMA.
+
+    The bank, its update and the proximal term come from :class:`~instdisc_lesson.objectives.BankObjective`.
 
     Attributes:
         memory: the :class:`MemoryBank`.
@@ -98,21 +100,13 @@ class NCE(nn.Module):
         >>> objective.after_step(features.detach(), idx)
     """
 
-    def __init__(self, n: int, dim: int, m: int = 4096, tau: float = 0.07, bank_momentum: float = 0.5,
+    def __init__(self, n: int, dim: int, m: int = NCE_M, tau: float = TAU, bank_momentum: float = BANK_MOMENTUM,
                  z_mode: str = "ema", z_momentum: float = 0.99, shared_negatives: bool = False, lam: float = 0.0,
                  generator: torch.Generator | None = None):
-        super().__init__()
-        check_tau(tau)
-        check_lam(lam)
-        if not 1 <= m < n:
-            raise ValueError(f"m={m} noise samples must lie in [1, {n - 1}] for n={n} instances "
-                             "(they are drawn from the other instances; the paper uses m = 4096)")
-        if z_mode not in Z_MODES:
-            raise ValueError(f"z_mode={z_mode!r} is unknown: choose one of {', '.join(Z_MODES)}")
-        if not 0.0 <= z_momentum < 1.0:
-            raise ValueError(f"z_momentum={z_momentum} must lie in [0, 1)")
-        self.memory = MemoryBank(n, dim, bank_momentum, generator)
-        self.m, self.tau, self.lam = int(m), float(tau), float(lam)
+        super().__init__(n, dim, tau, bank_momentum, lam, generator)
+        check_nce_m(m, n)
+        check_z(z_mode, z_momentum, Z_MODES)
+        self.m = int(m)
         self.z_mode, self.z_momentum, self.shared_negatives = z_mode, float(z_momentum), bool(shared_negatives)
         self.register_buffer("log_Z", torch.tensor(float("nan")))
 
@@ -149,16 +143,16 @@ class NCE(nn.Module):
             self.log_Z.copy_(log_Z_batch if mu == 0 else
                              torch.logaddexp(self.log_Z + math.log(mu), log_Z_batch + math.log1p(-mu)))
 
-    def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
-        self.memory.check(idx, features)
+    @classmethod
+    def from_config(cls, cfg, n: int) -> "NCE":
+        return cls(n, cfg.dim, cfg.nce_m, cfg.tau, cfg.bank_momentum, cfg.z_mode, cfg.z_momentum,
+                   cfg.shared_negatives, cfg.lam)
+
+    def loss(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
         scores = self.scores(features, idx, gen)  # (B, 1 + m)
         self.update_Z(scores.detach())
-        loss = nce_loss(scores, self.log_Z, self.memory.n)
-        return loss + proximal_term(features, self.memory.read(idx), self.lam)
+        return nce_loss(scores, self.log_Z, self.memory.n)
 
-    def start_from(self, features: torch.Tensor) -> None:
-        """Fill the bank with ``features`` (n, d) instead of random vectors."""
-        self.memory.fill(features)
-
-    def after_step(self, features: torch.Tensor, idx: torch.Tensor) -> None:
-        self.memory.update(idx, features)
+    def extras(self) -> dict:
+        """log Z after the epoch: notebook 03 plots how it follows the features."""
+        return {"log_Z": float(self.log_Z)}

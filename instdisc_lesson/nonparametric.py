@@ -12,16 +12,11 @@ The denominator touches all n bank rows: exact, and O(n) per image. This is lemn
 from __future__ import annotations
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from .memory_bank import MemoryBank
-from .proximal import check_lam, proximal_term
-
-
-def check_tau(tau: float) -> None:
-    if not tau > 0.0:  # also catches NaN
-        raise ValueError(f"tau={tau} must be > 0 (the paper uses 0.07; the CIFAR code 0.1)")
+from .memory_bank import BANK_MOMENTUM
+from .objectives import TAU, BankObjective
+from .validate import check_tau
 
 
 def probabilities(features: torch.Tensor, bank: torch.Tensor, tau: float) -> torch.Tensor:
@@ -30,13 +25,18 @@ def probabilities(features: torch.Tensor, bank: torch.Tensor, tau: float) -> tor
     return torch.softmax(features @ bank.t() / tau, dim=1)
 
 
-class NonParametricSoftmax(nn.Module):
+class NonParametricSoftmax(BankObjective):
     """Full softmax over the bank, with the bank's momentum update after each step.
+
+    The bank, its update and the proximal term come from :class:`~instdisc_lesson.objectives.BankObjective`.
 
     Attributes:
         memory: the :class:`MemoryBank` (n, dim).
         tau: temperature.
         lam: weight of the proximal term of eq. 9 (0: off).
+
+    Raises:
+        ValueError: for tau <= 0, lam < 0, a bank momentum outside [0, 1), or inputs that do not fit the bank.
 
     Example:
         >>> objective = NonParametricSoftmax(n=50_000, dim=128, tau=0.07)
@@ -44,26 +44,17 @@ class NonParametricSoftmax(nn.Module):
         >>> objective.after_step(features.detach(), idx)      # refresh the bank rows of this batch
     """
 
-    def __init__(self, n: int, dim: int, tau: float = 0.07, bank_momentum: float = 0.5, lam: float = 0.0,
+    def __init__(self, n: int, dim: int, tau: float = TAU, bank_momentum: float = BANK_MOMENTUM, lam: float = 0.0,
                  generator: torch.Generator | None = None):
-        super().__init__()
-        check_tau(tau)
-        check_lam(lam)
-        self.memory = MemoryBank(n, dim, bank_momentum, generator)
-        self.tau, self.lam = float(tau), float(lam)
+        super().__init__(n, dim, tau, bank_momentum, lam, generator)
+
+    @classmethod
+    def from_config(cls, cfg, n: int) -> "NonParametricSoftmax":
+        return cls(n, cfg.dim, cfg.tau, cfg.bank_momentum, cfg.lam)
 
     def logits(self, features: torch.Tensor) -> torch.Tensor:
         """``v_j^T f / tau`` for every bank row j: (B, n)."""
         return features @ self.memory.bank.t() / self.tau
 
-    def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
-        self.memory.check(idx, features)
-        loss = F.cross_entropy(self.logits(features), idx)  # -log P(i | f_i), averaged over the batch
-        return loss + proximal_term(features, self.memory.read(idx), self.lam)
-
-    def start_from(self, features: torch.Tensor) -> None:
-        """Fill the bank with ``features`` (n, d) instead of random vectors."""
-        self.memory.fill(features)
-
-    def after_step(self, features: torch.Tensor, idx: torch.Tensor) -> None:
-        self.memory.update(idx, features)
+    def loss(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
+        return F.cross_entropy(self.logits(features), idx)  # -log P(i | f_i), averaged over the batch

@@ -1,31 +1,127 @@
-"""One name per objective, so the trainer and CLI can build any of them. Taught in notebook 06.
+"""The objective protocol: everything the training loop may ask of an objective. Taught in notebook 06.
 
-``parametric`` (eq. 1), ``softmax`` (non-parametric, eq. 2), ``nce`` (eqs. 3-8), ``pic`` (Cao et al. 2020). Each objective is
-called as ``loss = objective(features, idx, gen)`` and refreshed with
-``objective.after_step(features.detach(), idx)`` once the optimizer has stepped.
+Every objective is an ``nn.Module`` that the loop (``trainer.py``) uses in exactly these ways:
+
+    loss = objective(features, idx, gen)            # (B, d) unit features of the batch, (B,) image indices
+    optimizer = objective.make_optimizer(params, cfg)   # plain SGD; PIC's row-sparse SGD
+    objective.start_from(features)                  # bank_init="features": rows start as these (n, d) features
+    objective.after_step(features.detach(), idx)    # after optimizer.step(): refresh bank rows, queues...
+    objective.extras()                              # per-epoch values to log, e.g. {"log_Z": ...}
+    objective.bank                                  # the memory bank (n, d) if there is one, else None
+    type(objective).head, type(objective).default_tau   # the head the model gets; the objective's own tau
+
+:class:`Objective` gives the defaults (linear head, no own temperature, nothing to start or refresh,
+plain SGD), and :class:`BankObjective` is the parent of the two memory-bank objectives (eq. 2 and
+NCE): it owns the bank, its momentum update and the proximal term of eq. 9, so each child writes only
+its loss. lightly's ``MemoryBankModule`` and d2l's ``configure_optimizers`` are the precedents.
+
+The four objectives: ``parametric`` (eq. 1), ``softmax`` (non-parametric, eq. 2), ``nce`` (eqs. 3-8),
+``pic`` (Cao et al. 2020). ``build_objective(cfg, n)`` makes the one a config names.
 """
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 
-from .nce import NCE
-from .nonparametric import NonParametricSoftmax
-from .parametric import ParametricSoftmax
-from .pic import PIC
+from .memory_bank import BANK_MOMENTUM, MemoryBank
+from .proximal import proximal_term
+from .validate import check_choice, check_lam, check_tau
 
 OBJECTIVES = ("parametric", "softmax", "nce", "pic")
+TAU = 0.07  # Wu et al. 2018 (ImageNet); their CIFAR code uses 0.1
 
 
-def build_objective(name: str, n: int, dim: int, *, tau: float = 0.07, m: int = 4096, bank_momentum: float = 0.5,
-                    lam: float = 0.0, z_mode: str = "ema", z_momentum: float = 0.99, shared_negatives: bool = False,
-                    recent_k: int = 0, correction: bool = True, generator: torch.Generator | None = None) -> torch.nn.Module:
-    """The objective called ``name`` for n instances of dimension ``dim``."""
-    if name == "parametric":
-        return ParametricSoftmax(n, dim)
-    if name == "softmax":
-        return NonParametricSoftmax(n, dim, tau, bank_momentum, lam, generator)
-    if name == "nce":
-        return NCE(n, dim, m, tau, bank_momentum, z_mode, z_momentum, shared_negatives, lam, generator)
-    if name == "pic":
-        return PIC(n, dim, tau, recent_k, correction, generator)
-    raise ValueError(f"unknown objective {name!r}: choose one of {', '.join(OBJECTIVES)}")
+class Objective(nn.Module):
+    """The defaults every objective shares; subclasses override what they need.
+
+    Attributes:
+        head: the projection head the encoder ends in: ``"linear"`` (InstDisc) or ``"mlp"`` (PIC).
+        default_tau: the objective's own temperature, used when a preset's tau is not overridden
+            (None: the recipe's tau applies).
+    """
+
+    head = "linear"
+    default_tau: float | None = None
+
+    @classmethod
+    def from_config(cls, cfg, n: int) -> "Objective":
+        """This objective for ``n`` instances with the settings of a :class:`~instdisc_lesson.recipe.TrainConfig`."""
+        raise NotImplementedError
+
+    def forward(self, features: torch.Tensor, idx: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def start_from(self, features: torch.Tensor) -> None:
+        """Start per-instance rows from ``features`` (n, d). Nothing to start by default."""
+
+    def after_step(self, features: torch.Tensor, idx: torch.Tensor) -> None:
+        """Refresh state after the optimizer stepped. Nothing to refresh by default."""
+
+    def extras(self) -> dict:
+        """Per-epoch values for the history, besides the loss. None by default."""
+        return {}
+
+    @property
+    def bank(self) -> torch.Tensor | None:
+        """The memory bank (n, d), read by the bank-kNN monitor; None without one."""
+        return None
+
+    def make_optimizer(self, params, cfg) -> torch.optim.Optimizer:
+        """Plain SGD with the recipe's learning rate, momentum and weight decay."""
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+class BankObjective(Objective):
+    """An objective over a memory bank (Wu et al. 2018, sec. 3.1) with the proximal term of eq. 9.
+
+    Subclasses write :meth:`loss`; this class checks the batch, adds ``lam * ||f_i - v_i||^2``, starts
+    the bank from features when asked, and updates it after each step (``v_i <- normalize(m v_i + (1 - m) f_i)``).
+
+    Attributes:
+        memory: the :class:`~instdisc_lesson.memory_bank.MemoryBank` (n, dim).
+        tau: temperature.
+        lam: weight of the proximal term of eq. 9 (0: off).
+    """
+
+    def __init__(self, n: int, dim: int, tau: float = TAU, bank_momentum: float = BANK_MOMENTUM, lam: float = 0.0,
+                 generator: torch.Generator | None = None):
+        super().__init__()
+        check_tau(tau)
+        check_lam(lam)
+        self.memory = MemoryBank(n, dim, bank_momentum, generator)
+        self.tau, self.lam = float(tau), float(lam)
+
+    def loss(self, features: torch.Tensor, idx: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, features: torch.Tensor, idx: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
+        self.memory.check(idx, features)
+        # The loss and the proximal term read the bank rows of idx *before* after_step overwrites them.
+        return self.loss(features, idx, gen) + proximal_term(features, self.memory.read(idx), self.lam)
+
+    def start_from(self, features: torch.Tensor) -> None:
+        """Fill the bank with ``features`` (n, d) instead of random vectors."""
+        self.memory.fill(features)
+
+    def after_step(self, features: torch.Tensor, idx: torch.Tensor) -> None:
+        self.memory.update(idx, features)
+
+    @property
+    def bank(self) -> torch.Tensor:
+        return self.memory.bank
+
+
+def objective_class(name: str) -> type[Objective]:
+    """The class of the objective called ``name`` (one of ``OBJECTIVES``)."""
+    from .nce import NCE  # imported here: these modules import this one for the base classes
+    from .nonparametric import NonParametricSoftmax
+    from .parametric import ParametricSoftmax
+    from .pic import PIC
+
+    check_choice("objective", name, OBJECTIVES)
+    return {"parametric": ParametricSoftmax, "softmax": NonParametricSoftmax, "nce": NCE, "pic": PIC}[name]
+
+
+def build_objective(cfg, n: int) -> Objective:
+    """The objective ``cfg.objective`` for ``n`` instances, with the config's settings."""
+    return objective_class(cfg.objective).from_config(cfg, n)

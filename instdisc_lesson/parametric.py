@@ -14,10 +14,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .objectives import Objective
 from .validate import check_batch, check_size
 
 
-class ParametricSoftmax(nn.Module):
+class ParametricSoftmax(Objective):
     """Cross-entropy over n instance classes with a learned (n, dim) weight matrix (no bias, as in eq. 1).
 
     Raises:
@@ -34,10 +35,11 @@ class ParametricSoftmax(nn.Module):
         self.n, self.dim = n, dim
         self.classifier = nn.Linear(dim, n, bias=False)  # row j is w_j; eq. 1 has no bias
 
+    @classmethod
+    def from_config(cls, cfg, n: int) -> "ParametricSoftmax":
+        return cls(n, cfg.dim)
+
     def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
         check_batch(features, idx, self.n, self.dim)
         logits = self.classifier(features)  # (B, n): w_j^T v
         return F.cross_entropy(logits, idx)
-
-    def after_step(self, features: torch.Tensor, idx: torch.Tensor) -> None:
-        """Nothing to refresh: the weights are trained by the optimizer."""

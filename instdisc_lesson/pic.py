@@ -13,7 +13,7 @@ makes it work with four ingredients:
 * **weight update correction**: with plain SGD, momentum and weight decay keep moving *every* row of
   W each step, including the rows whose instance was not sampled (zero gradient). The correction
   updates only the sampled rows and their momentum; the others stay bit-identical
-  (``RowSparseSGD`` below).
+  (``RowSparseSGD`` below, the optimizer PIC asks for through ``make_optimizer``).
 
 The paper's official code implements only the first; the course implements all of them.
 """
@@ -23,11 +23,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .nonparametric import check_tau
-from .validate import check_batch, check_size
+from .objectives import Objective
+from .validate import check_batch, check_recent_k, check_size, check_tau
+
+PIC_TAU = 0.2  # Cao et al. 2020
 
 
-class PIC(nn.Module):
+class PIC(Objective):
     """Cosine-softmax instance classifier with optional recent negatives and row-sparse updates.
 
     Attributes:
@@ -35,29 +37,43 @@ class PIC(nn.Module):
         tau: temperature (paper 0.2).
         recent_k: size of the queue of recently seen instances whose rows form the denominator
             (0: all n rows, the exact cosine softmax).
-        correction: when True, ``weight.sampled_rows`` tells :class:`RowSparseSGD` which rows to update.
+        correction: when True, :meth:`make_optimizer` gives a :class:`RowSparseSGD` that updates only
+            the rows of this step's candidates.
+        head, default_tau: PIC's 2-layer MLP head and its temperature 0.2 (the protocol's class attributes).
 
     Raises:
         ValueError: for n < 2, dim < 1, tau <= 0, recent_k < 0, or inputs that do not fit.
 
     Example:
         >>> objective = PIC(n=50_000, dim=128, tau=0.2, recent_k=4096)
-        >>> loss = objective(features, idx); loss.backward(); optimizer.step()    # a RowSparseSGD
+        >>> optimizer = objective.make_optimizer(params, cfg)                     # a RowSparseSGD
+        >>> loss = objective(features, idx); loss.backward(); optimizer.step()
         >>> objective.after_step(features.detach(), idx)                          # push idx into the queue
     """
 
-    def __init__(self, n: int, dim: int, tau: float = 0.2, recent_k: int = 0, correction: bool = True,
+    head = "mlp"
+    default_tau = PIC_TAU
+
+    def __init__(self, n: int, dim: int, tau: float = PIC_TAU, recent_k: int = 0, correction: bool = True,
                  generator: torch.Generator | None = None):
         super().__init__()
         check_size(n, dim)
         check_tau(tau)
-        if recent_k < 0:
-            raise ValueError(f"recent_k={recent_k} must be >= 0 (0 uses all n instances)")
+        check_recent_k(recent_k)
         self.n, self.dim, self.tau, self.correction = n, dim, float(tau), bool(correction)
         self.recent_k = min(int(recent_k), n) if recent_k else 0
         self.weight = nn.Parameter(F.normalize(torch.randn(n, dim, generator=generator), dim=1))
         self.register_buffer("queue", torch.full((max(self.recent_k, 1),), -1, dtype=torch.long))  # recent instances
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    @classmethod
+    def from_config(cls, cfg, n: int) -> "PIC":
+        return cls(n, cfg.dim, cfg.tau, cfg.recent_k, cfg.correction)
+
+    def make_optimizer(self, params, cfg) -> "RowSparseSGD":
+        """SGD whose sparse-gradient rows (this PIC's weights) are updated alone when the correction is on."""
+        return RowSparseSGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                            correction=self.correction)
 
     def candidates(self, idx: torch.Tensor) -> torch.Tensor:
         """The instances in the softmax: all n, or this batch plus the K most recently seen (sorted, unique)."""
@@ -70,12 +86,11 @@ class PIC(nn.Module):
         check_batch(features, idx, self.n, self.dim)
         cand = self.candidates(idx)  # (C,)
         # A sparse lookup: the gradient of `weight` then holds only these C rows, so the cost of the
-        # backward pass does not grow with n either (a dense (n, d) gradient would be mostly zeros).
+        # backward pass does not grow with n either (a dense (n, d) gradient would be mostly zeros),
+        # and RowSparseSGD reads from it which rows were sampled.
         W = F.normalize(F.embedding(cand, self.weight, sparse=True), dim=1)  # (C, d)
         logits = features @ W.t() / self.tau  # (B, C): cosine / tau
         target = torch.searchsorted(cand, idx)  # position of each positive among the candidates
-        if self.correction:
-            self.weight.sampled_rows = cand  # read by RowSparseSGD.step
         return F.cross_entropy(logits, target)
 
     @torch.no_grad()
@@ -95,31 +110,36 @@ class PIC(nn.Module):
 
 
 class RowSparseSGD(torch.optim.SGD):
-    """SGD that updates only ``p.sampled_rows`` (and their momentum) of parameters that carry it.
+    """SGD in which a parameter with a *sparse* gradient has only the rows in that gradient updated.
 
-    For such a parameter, rows outside ``sampled_rows`` keep their values *and* momentum buffers
-    exactly: no weight decay, no momentum drift. Every other parameter gets plain SGD. (Nesterov and
+    PIC's weights get a sparse gradient (``F.embedding(..., sparse=True)``) whose rows are exactly the
+    candidates of the step. With ``correction=True`` those rows, and their momentum, are updated;
+    every other row keeps its value *and* its momentum buffer bit for bit: no weight decay, no
+    momentum drift. With ``correction=False`` the sparse gradient is made dense and every row gets
+    the ordinary SGD update. Parameters with dense gradients always get plain SGD. (Nesterov and
     dampening are not supported for the sparse rows; the paper's recipe uses neither.)
     """
+
+    def __init__(self, params, lr: float, momentum: float = 0.0, weight_decay: float = 0.0, correction: bool = True):
+        super().__init__(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+        self.correction = bool(correction)
 
     @torch.no_grad()
     def step(self, closure=None):
         sparse = []
         for group in self.param_groups:
             for p in group["params"]:
-                if p.grad is not None and p.grad.is_sparse and getattr(p, "sampled_rows", None) is None:
-                    p.grad = p.grad.to_dense()  # no correction: the ordinary dense SGD update of every row
-                if getattr(p, "sampled_rows", None) is not None and p.grad is not None:
+                if p.grad is None or not p.grad.is_sparse:
+                    continue
+                if self.correction:
                     sparse.append((p, p.grad, group))
                     p.grad = None  # hide from the dense update below
+                else:
+                    p.grad = p.grad.to_dense()  # no correction: the ordinary dense SGD update of every row
         loss = super().step(closure)
         for p, grad, group in sparse:
-            if grad.is_sparse:
-                grad = grad.coalesce()
-                rows, g = grad.indices()[0], grad.values()  # (R,), (R, d)
-            else:
-                rows = p.sampled_rows
-                g = grad[rows]
+            grad = grad.coalesce()
+            rows, g = grad.indices()[0], grad.values()  # (R,), (R, d): the sampled rows and their gradient
             g = g + group["weight_decay"] * p[rows]
             if group["momentum"]:
                 buf = self.state[p].get("momentum_buffer")
@@ -129,5 +149,4 @@ class RowSparseSGD(torch.optim.SGD):
                 g = buf[rows]
             p[rows] -= group["lr"] * g
             p.grad = grad
-            p.sampled_rows = None
         return loss

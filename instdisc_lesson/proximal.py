@@ -16,11 +16,6 @@ from __future__ import annotations
 import torch
 
 
-def check_lam(lam: float) -> None:
-    if not lam >= 0.0:  # also catches NaN
-        raise ValueError(f"lam={lam} must be >= 0 (0 switches the proximal term off; the paper uses 10-50)")
-
-
 def proximal_term(features: torch.Tensor, previous: torch.Tensor, lam: float) -> torch.Tensor:
     """``lam * ||f_i - v_i||^2``, averaged over the batch. features, previous: (B, d)."""
     if lam == 0.0:

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from .validate import check_window
+
 
 class SlidingWindowSampler:
     """Windows of D instances that slide by S over a fixed random order of the n instances.
@@ -28,8 +30,7 @@ class SlidingWindowSampler:
     """
 
     def __init__(self, n: int, window: int, stride: int, seed: int = 0, shuffle: bool = True):
-        if not 1 <= stride <= window <= n:
-            raise ValueError(f"need 1 <= stride <= window <= n, got stride={stride}, window={window}, n={n}")
+        check_window(n, window, stride)
         self.n, self.D, self.S, self.shuffle = n, window, stride, shuffle
         order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
         self.order = order  # the fixed layout the window slides over
@@ -49,8 +50,16 @@ class SlidingWindowSampler:
 
 
 def standard_epoch(n: int, gen: torch.Generator | None = None) -> torch.Tensor:
-    """The usual schedule: a fresh permutation of all n instances."""
-    return torch.randperm(n, generator=gen)
+    """The usual schedule: a fresh permutation of all n instances (on the generator's device)."""
+    return torch.randperm(n, generator=gen, device=gen.device if gen is not None else "cpu")
+
+
+def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
+    """Split an epoch's order into batches; a last batch of one image joins the previous (BatchNorm needs 2)."""
+    split = list(order.split(batch_size))
+    if len(split) > 1 and len(split[-1]) == 1:
+        split[-2:] = [torch.cat(split[-2:])]
+    return split
 
 
 def visit_gaps(batches) -> torch.Tensor:

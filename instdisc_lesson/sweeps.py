@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .data import InstanceDataset
-from .trainer import TrainConfig, Trainer
+from .recipe import TrainConfig
+from .trainer import Trainer
 
 
 def step_losses(cfg: TrainConfig, train: InstanceDataset, test: InstanceDataset | None = None) -> dict:

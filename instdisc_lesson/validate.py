@@ -1,5 +1,12 @@
-"""Checks shared by every objective's public entry points: clear errors instead of deep torch tracebacks."""
+"""Every argument check of the package, in one place: clear errors instead of deep torch tracebacks.
+
+Each message names the parameter as the user gave it (the Python name, and the CLI option where
+there is one), the value, and what is allowed. The public entry points (objectives, the memory bank,
+kNN, the sampler, ``TrainConfig``) call these; internals trust their inputs.
+"""
 from __future__ import annotations
+
+import math
 
 import torch
 
@@ -9,7 +16,7 @@ def check_size(n: int, dim: int) -> None:
     if n < 2:
         raise ValueError(f"n={n}: instance discrimination needs at least 2 instances")
     if dim < 1:
-        raise ValueError(f"dim={dim} must be a positive feature size")
+        raise ValueError(f"dim={dim} must be a positive feature size (the paper uses 128)")
 
 
 def check_batch(features: torch.Tensor | None, idx: torch.Tensor, n: int, dim: int) -> None:
@@ -20,3 +27,86 @@ def check_batch(features: torch.Tensor | None, idx: torch.Tensor, n: int, dim: i
         raise ValueError(f"{features.shape[0]} features for {idx.shape[0]} indices: they must match")
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise ValueError(f"indices must lie in [0, {n - 1}], got min {int(idx.min())}, max {int(idx.max())}")
+
+
+def check_tau(tau: float) -> None:
+    if not tau > 0.0:  # also catches NaN
+        raise ValueError(f"tau={tau} must be > 0 (--tau; the paper uses 0.07, its CIFAR code 0.1, PIC 0.2)")
+
+
+def check_lam(lam: float) -> None:
+    if not lam >= 0.0:  # also catches NaN
+        raise ValueError(f"lam={lam} must be >= 0 (--lam; 0 switches the proximal term off, the paper uses 10-50)")
+
+
+def check_bank_momentum(momentum: float) -> None:
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"bank_momentum={momentum} must lie in [0, 1) (--bank-momentum; the paper's code uses 0.5): "
+                         "0 overwrites the row, values near 1 barely move it")
+
+
+def check_nce_m(m: int, n: int) -> None:
+    if not 1 <= m < n:
+        raise ValueError(f"nce_m: m={m} noise samples must lie in [1, {n - 1}] for n={n} instances (--nce-m; they "
+                         "are drawn from the other instances, the paper uses m = 4096)")
+
+
+def check_z(z_mode: str, z_momentum: float, modes: tuple[str, ...]) -> None:
+    if z_mode not in modes:
+        raise ValueError(f"z_mode={z_mode!r} is unknown (--z-mode): choose one of {', '.join(modes)}")
+    if not 0.0 <= z_momentum < 1.0:
+        raise ValueError(f"z_momentum={z_momentum} must lie in [0, 1)")
+
+
+def check_recent_k(recent_k: int) -> None:
+    if recent_k < 0:
+        raise ValueError(f"recent_k={recent_k} must be >= 0 (--recent-k; 0 uses all n instances)")
+
+
+def check_window(n: int, window: int, stride: int) -> None:
+    if not 1 <= stride <= window <= n:
+        raise ValueError(f"need 1 <= stride <= window <= n, got stride={stride}, window={window}, n={n} "
+                         "(--stride, --window; PIC slides a window of D instances by S)")
+
+
+def check_k(k: int, n_train: int) -> None:
+    if not 1 <= k <= n_train:
+        raise ValueError(f"k={k} neighbours must lie in [1, {n_train}] (the number of training features; --knn-k)")
+
+
+def check_sigma(sigma: float) -> None:
+    if not sigma > 0:
+        raise ValueError(f"sigma={sigma} must be > 0 (the paper uses sigma = tau = 0.07; its CIFAR code 0.1)")
+
+
+def check_choice(name: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}: choose one of {', '.join(map(str, choices))}")
+
+
+def _option(option: str | None) -> str:
+    return f" ({option})" if option else ""
+
+
+def check_positive_int(name: str, value, option: str | None = None) -> None:
+    if int(value) < 1:
+        raise ValueError(f"{name}={value} must be a positive integer{_option(option)}")
+
+
+def check_positive(name: str, value: float, option: str | None = None) -> None:
+    if not value > 0:  # also catches NaN
+        raise ValueError(f"{name}={value} must be > 0{_option(option)}")
+
+
+def check_sgd(momentum: float, weight_decay: float, lr_milestones: tuple) -> None:
+    if not 0.0 <= momentum < 1.0:
+        raise ValueError(f"momentum={momentum} (SGD) must lie in [0, 1)")
+    if not (weight_decay >= 0 and math.isfinite(weight_decay)):
+        raise ValueError(f"weight_decay={weight_decay} must be >= 0")
+    if not all(0.0 < f < 1.0 for f in lr_milestones):
+        raise ValueError(f"lr_milestones={lr_milestones} are fractions of the run and must lie in (0, 1)")
+
+
+def check_bank_init(bank_init: str) -> None:
+    if bank_init not in ("random", "features"):
+        raise ValueError(f"bank_init={bank_init!r} is unknown (--bank-init): choose 'random' (paper) or 'features'")

@@ -1,5 +1,6 @@
 """Objectives checked against brute-force float64 references: eq. 1, eq. 2, eqs. 3-8 (NCE, Z), eq. 9."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from instdisc_lesson.nonparametric import NonParametricSoftmax
 from instdisc_lesson.objectives import build_objective
 from instdisc_lesson.parametric import ParametricSoftmax
 from instdisc_lesson.proximal import proximal_term
+from instdisc_lesson.recipe import quick_config
 
 
 def unit(*shape, seed=0, dtype=torch.float32):
@@ -85,6 +87,31 @@ def test_nce_forward_matches_float64_reimplementation_and_its_gradient():
     assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
     assert torch.allclose(f.grad.double(), f64.grad, rtol=1e-4, atol=1e-6)
     assert obj.log_Z.item() == pytest.approx(math.log(Z.item()), rel=1e-6)
+
+
+@pytest.mark.parametrize("n,m", [(40, 7), (600, 30)])
+def test_full_scores_path_equals_the_gather(monkeypatch, n, m):
+    """The matmul + gather path (chosen for small banks) gives the paper's gathered scores, loss and gradient."""
+    from instdisc_lesson import nce
+
+    results = []
+    for full in (False, True):
+        monkeypatch.setattr(nce, "use_full_scores", lambda *args, full=full: full)
+        obj = NCE(n, 8, m=m, tau=0.07, generator=torch.Generator().manual_seed(0)).double()
+        f = unit(5, 8, seed=3, dtype=torch.float64).requires_grad_(True)
+        loss = obj(f, torch.tensor([0, 3, 3, n - 1, 7]), torch.Generator().manual_seed(4))
+        loss.backward()
+        results.append((loss.item(), f.grad.clone()))
+    assert results[0][0] == pytest.approx(results[1][0], rel=1e-12)
+    assert torch.allclose(results[0][1], results[1][1], rtol=1e-10, atol=1e-12)
+
+
+def test_full_scores_are_chosen_by_size():
+    from instdisc_lesson.nce import use_full_scores
+
+    assert use_full_scores(50_000, 4096, 128)      # CIFAR-10 with the paper's m: one matmul
+    assert not use_full_scores(50_000, 1, 128)     # m = 1: gathering 2 rows beats scoring 50,000
+    assert not use_full_scores(1_281_167, 4096, 256)  # ImageNet: the (B, n) matrix would be too large
 
 
 def test_shared_negatives_use_one_set_for_the_batch():
@@ -200,12 +227,12 @@ def test_nce_rejects_bad_arguments(kwargs, message):
 
 def test_build_objective_rejects_unknown_name():
     with pytest.raises(ValueError, match="unknown objective 'triplet'"):
-        build_objective("triplet", 10, 4)
+        build_objective(SimpleNamespace(objective="triplet"), 10)
 
 
 def test_objectives_reject_wrong_feature_size():
     for name in ("parametric", "softmax", "nce"):
-        obj = build_objective(name, 10, 4, m=3)
+        obj = build_objective(quick_config(objective=name, dim=4, nce_m=3), 10)
         with pytest.raises(ValueError, match="do not fit"):
             obj(torch.ones(2, 5), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match=r"indices must lie in \[0, 9\]"):

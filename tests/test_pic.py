@@ -1,11 +1,12 @@
 """PIC: cosine softmax against a float64 loop, recent negatives with K = n, and the weight-update correction."""
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from instdisc_lesson.pic import PIC, RowSparseSGD
+from instdisc_lesson.pic import PIC
 
 
 def unit(*shape, seed=0):
@@ -47,7 +48,7 @@ def _two_steps(correction):
     torch.manual_seed(0)
     obj = PIC(n=10, dim=4, tau=0.2, correction=correction, generator=torch.Generator().manual_seed(0))
     obj.recent_k = 0
-    opt = RowSparseSGD(obj.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    opt = obj.make_optimizer(obj.parameters(), SimpleNamespace(lr=0.1, momentum=0.9, weight_decay=5e-4))
     history = []
     for idx in (torch.tensor([0, 1]), torch.tensor([2, 3])):
         obj.candidates = lambda i: i.sort().values  # only the batch's rows are sampled (as with tiny K)
@@ -76,7 +77,8 @@ def test_without_correction_momentum_and_decay_move_unsampled_rows():
 
 
 def test_pic_trains_through_the_trainer(tiny):
-    from instdisc_lesson.trainer import Trainer, quick_config
+    from instdisc_lesson.recipe import quick_config
+    from instdisc_lesson.trainer import Trainer
 
     train, test = tiny
     cfg = quick_config(objective="pic", epochs=2, batch_size=16, knn_k=5, window=32, stride=8, recent_k=24)

@@ -8,7 +8,7 @@ import torch  # noqa: E402
 from conftest import make_dataset  # noqa: E402
 from instdisc_lesson import plots, widgets  # noqa: E402
 from instdisc_lesson.sweeps import grid_runs  # noqa: E402
-from instdisc_lesson.trainer import quick_config  # noqa: E402
+from instdisc_lesson.recipe import quick_config  # noqa: E402
 
 
 def test_figures_are_labelled():

@@ -8,8 +8,9 @@ import torch
 from instdisc_lesson import pretrained
 from instdisc_lesson.cli import build_config, build_parser
 from instdisc_lesson.knn import embed, knn_accuracy, pixel_mean, raw_pixel_features
+from instdisc_lesson.models import build_encoder
 from instdisc_lesson.pretrained import PretrainedError, load_pretrained, load_sample, verify
-from instdisc_lesson.trainer import Trainer, TrainConfig
+from instdisc_lesson.recipe import TrainConfig
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +53,7 @@ def test_sample_knn_reproduces_the_recorded_accuracy(shipped):
     raw = knn_accuracy(raw_pixel_features(ref.images, mean), ref.labels, raw_pixel_features(qry.images, mean),
                        qry.labels, k, sigma)[0]
     assert abs(raw - recorded["knn_raw_pixels_top1"]) <= one_query + 1e-9
-    untrained = Trainer(TrainConfig.from_dict(info["config"]), ref, None, device="cpu", progress=False).model
+    untrained, _ = build_encoder(TrainConfig.from_dict(info["config"]), ref.images, "cpu")
     rand = knn_accuracy(embed(untrained, ref.images), ref.labels, embed(untrained, qry.images), qry.labels, k, sigma)[0]
     assert abs(rand - recorded["knn_random_init_top1"]) <= one_query + 1e-9
     assert top1 > rand + 0.05 and top1 > raw + 0.05, (top1, rand, raw)

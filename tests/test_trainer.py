@@ -7,7 +7,8 @@ import torch
 from conftest import make_dataset
 from instdisc_lesson import checkpoint
 from instdisc_lesson.checkpoint import CheckpointError
-from instdisc_lesson.trainer import Trainer, quick_config
+from instdisc_lesson.recipe import quick_config
+from instdisc_lesson.trainer import Trainer
 
 
 def tiny_cfg(**kw):

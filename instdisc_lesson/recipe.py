@@ -1,0 +1,112 @@
+"""The recipe of a run: every knob in one dataclass, and the presets. Taught in notebook 06.
+
+The paper's recipe (Wu et al. 2018, CIFAR-10): SGD lr 0.03, momentum 0.9, weight decay 5e-4,
+batch 128, 200 epochs, lr x0.1 at epochs 120 and 160, tau = 0.07 (0.1 in the CIFAR code), bank
+momentum 0.5, NCE m = 4096, kNN k = 200. ``paper_config()`` holds it; ``quick_config()`` holds the
+settings calibrated for a CPU in quick mode (see README and benchmarks/RESULTS.md for the measurements).
+
+An objective with a temperature of its own (PIC's 0.2, Cao et al. 2020) gets it from a preset unless
+``tau`` is given: the preset asks the objective's class (``default_tau``), never its name.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+
+from .augment import AugmentConfig
+from .config import is_quick
+from .memory_bank import BANK_MOMENTUM
+from .models import MODELS
+from .nce import NCE_M, Z_MODES
+from .objectives import OBJECTIVES, TAU, objective_class
+from .validate import (check_bank_init, check_bank_momentum, check_choice, check_lam, check_positive,
+                       check_positive_int, check_recent_k, check_sgd, check_tau, check_z)
+
+
+@dataclass
+class TrainConfig:
+    """Every knob of a run. Defaults are the paper's CIFAR-10 recipe."""
+
+    data: str = "cifar10"
+    objective: str = "nce"  # parametric | softmax | nce | pic
+    model: str = "resnet18"  # convnet | resnet18
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.03
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_milestones: tuple = (0.6, 0.8)  # fractions of the run: epochs 120 and 160 of 200
+    tau: float = TAU
+    nce_m: int = NCE_M
+    bank_momentum: float = BANK_MOMENTUM
+    bank_init: str = "random"  # random (paper) | features: bank (or PIC weight) rows start as the untrained features
+    lam: float = 0.0
+    z_mode: str = "ema"
+    z_momentum: float = 0.99
+    shared_negatives: bool = False
+    dim: int = 128
+    head: str | None = None  # linear (InstDisc) | mlp (PIC); None: the objective's own head
+    window: int = 0  # PIC sliding window D (0: the standard epoch over all n)
+    stride: int = 0  # PIC window stride S
+    recent_k: int = 0  # PIC recent negatives K (0: all n)
+    correction: bool = True  # PIC weight-update correction
+    knn_k: int = 200
+    knn_sigma: float = 0.1
+    eval_every: int = 1
+    compile: bool = False  # torch.compile the model; the first step's warm-up is reported separately
+    seed: int = 0
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self):
+        if isinstance(self.augment, dict):
+            self.augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()})
+        self.lr_milestones = tuple(self.lr_milestones)
+        check_choice("objective", self.objective, OBJECTIVES)
+        check_choice("model", self.model, MODELS)
+        for name in ("epochs", "batch_size", "dim", "knn_k", "eval_every"):
+            check_positive_int(name, getattr(self, name), "--" + name.replace("_", "-") if name != "dim" else None)
+        check_positive("lr", self.lr, "--lr")
+        check_positive("knn_sigma", self.knn_sigma)
+        check_sgd(self.momentum, self.weight_decay, self.lr_milestones)
+        check_tau(self.tau)
+        check_lam(self.lam)
+        check_bank_momentum(self.bank_momentum)
+        check_bank_init(self.bank_init)
+        check_z(self.z_mode, self.z_momentum, Z_MODES)
+        check_recent_k(self.recent_k)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+
+# Calibrated for the offline quick set on a 2-core CPU (see README, "How quick mode was calibrated").
+QUICK_DEFAULTS = dict(data="quick", model="convnet", objective="softmax", epochs=12, batch_size=64, lr=0.03,
+                      tau=0.1, nce_m=256, bank_init="features", knn_k=20, eval_every=1)
+
+
+def _preset(defaults: dict, overrides: dict) -> TrainConfig:
+    """``defaults`` with ``overrides``; the objective's own tau replaces the preset's unless tau is overridden."""
+    settings = {**defaults, **overrides}
+    own_tau = objective_class(settings.get("objective", TrainConfig.objective)).default_tau
+    if own_tau is not None and "tau" not in overrides:
+        settings["tau"] = own_tau
+    return TrainConfig(**settings)
+
+
+def paper_config(**overrides) -> TrainConfig:
+    """The paper's CIFAR-10 run: ResNet-18, NCE m = 4096, 200 epochs."""
+    return _preset({}, overrides)
+
+
+def quick_config(**overrides) -> TrainConfig:
+    """The settings quick mode uses: the offline quick set, the small ConvNet, a few epochs."""
+    return _preset(QUICK_DEFAULTS, overrides)
+
+
+def default_config(**overrides) -> TrainConfig:
+    """``quick_config`` in quick mode, ``paper_config`` otherwise."""
+    return quick_config(**overrides) if is_quick() else paper_config(**overrides)

@@ -1,0 +1,85 @@
+"""Records of real CIFAR-10 runs, shipped with the course. Used from notebook 03 on.
+
+The paper's phenomena (Table 1's ordering, NCE against m, tau, lambda, one-shot against EMA Z, PIC
+against InstDisc) need real data and tens of epochs; a notebook cell on a CPU has a minute. So each
+phenomenon is shown from a **record**: one JSON file per real run, made once by
+``benchmarks/make_records.py`` through the CLI, holding
+
+    name, experiment, label     what the run is (experiment: table1, tau, lambda, z_mode, pic)
+    command                     the exact CLI line that reproduces it
+    device, torch, data, made   where, with what, on which images, when
+    epochs, train_seconds       the budget, and the training time it took there
+    history                     per epoch: loss, knn_top1/5 (where evaluated), lr, log_Z (NCE), ...
+    knn_top1, knn_top5          kNN on the 10,000 test images at the end
+    random_init_knn_top1/5, raw_pixel_knn_top1/5   the baselines, on the same images
+    config                      the full TrainConfig
+
+Example:
+    >>> from instdisc_lesson import records
+    >>> table1 = records.load_experiment("table1")       # {name: record}
+    >>> table1["table1-softmax"]["knn_top1"]
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+RECORDS_DIR = Path(__file__).resolve().parent
+REQUIRED = ("name", "experiment", "label", "command", "device", "data", "epochs", "train_seconds", "history",
+            "knn_top1", "random_init_knn_top1", "raw_pixel_knn_top1", "config")
+
+
+class RecordError(RuntimeError):
+    """A record that is missing or damaged; the message says what to do."""
+
+
+def names(experiment: str | None = None) -> list[str]:
+    """The names of the shipped records (of one experiment), sorted."""
+    found = sorted(p.stem for p in RECORDS_DIR.glob("*.json"))
+    return [n for n in found if experiment is None or load(n)["experiment"] == experiment]
+
+
+def load(name: str) -> dict:
+    """The record ``name`` (a file ``records/<name>.json``), checked for the keys every record has."""
+    path = RECORDS_DIR / f"{name}.json"
+    if not path.exists():
+        raise RecordError(f"no record named {name!r}; shipped records: {', '.join(names()) or 'none'}. "
+                          "Restore the file with `git checkout -- instdisc_lesson/records/`, or make it again with "
+                          "`python benchmarks/make_records.py --only NAME`.")
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise RecordError(f"record {path} is unreadable ({err}); restore it with `git checkout -- {path.name}`") from None
+    missing = [key for key in REQUIRED if key not in record]
+    if missing:
+        raise RecordError(f"record {path} lacks {', '.join(missing)}: it was not written by benchmarks/make_records.py")
+    return record
+
+
+def load_experiment(experiment: str, order: list[str] | None = None) -> dict[str, dict]:
+    """Every record of ``experiment``, as ``{name: record}`` (in ``order`` when given, else by name)."""
+    chosen = order if order is not None else names(experiment)
+    if not chosen:
+        raise RecordError(f"no records of experiment {experiment!r} are shipped")
+    return {name: load(name) for name in chosen}
+
+
+def describe(record: dict) -> str:
+    """One line: what ran, where, on what, for how long, and the result beside its baselines."""
+    return (f"{record['label']}: kNN top-1 {record['knn_top1']:.1%} (untrained {record['random_init_knn_top1']:.1%}, "
+            f"raw pixels {record['raw_pixel_knn_top1']:.1%}); {record['epochs']} epochs, "
+            f"{record['train_seconds'] / 60:.0f} min on {record['device']}")
+
+
+def train_args(record: dict, out_dir) -> list[str]:
+    """The record's command as arguments for ``python -m instdisc_lesson``, writing to ``out_dir`` and resuming.
+
+    ``subprocess.run([sys.executable, "-m", "instdisc_lesson", *train_args(rec, "runs/mine")])`` trains it again.
+    """
+    import shlex
+
+    words = shlex.split(record["command"])
+    if words[:4] != ["python", "-m", "instdisc_lesson", "train"] or "--out" not in words:
+        raise RecordError(f"record {record.get('name')!r} has no CLI command: {record['command']!r}")
+    at = words.index("--out")
+    return ["train", *words[4:at], *words[at + 2:], "--out", str(out_dir), "--resume"]

@@ -1,0 +1,60 @@
+"""The shipped records of real CIFAR-10 runs: complete, consistent, and reproducible from their commands."""
+import json
+
+import pytest
+
+from instdisc_lesson import records
+from instdisc_lesson.cli import build_config, build_parser
+
+EXPERIMENTS = {"table1", "tau", "lambda", "z_mode", "pic"}
+SHIPPED = records.names()
+
+
+def test_table1_ships_every_row():
+    assert {"table1-parametric", "table1-softmax", "table1-nce-m1", "table1-nce-m10", "table1-nce-m512",
+            "table1-nce-m4096"} <= set(SHIPPED)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_record_is_complete_and_consistent(name):
+    rec = records.load(name)
+    assert rec["name"] == name and rec["experiment"] in EXPERIMENTS
+    assert rec["device"] and rec["data"].startswith("CIFAR-10") and rec["train_seconds"] > 0
+    epochs = [h["epoch"] for h in rec["history"]]
+    assert epochs == list(range(1, rec["epochs"] + 1)) and rec["epochs"] == rec["config"]["epochs"]
+    last = rec["history"][-1]
+    assert last["knn_top1"] == rec["knn_top1"]  # the final number is the last evaluation of the history
+    for key in ("knn_top1", "random_init_knn_top1", "raw_pixel_knn_top1"):
+        assert 0.0 <= rec[key] <= 1.0
+    assert len(json.dumps(rec)) < 64_000, "records stay small (kilobytes)"
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("quick", ["1", "0"])
+def test_record_command_rebuilds_its_config(name, quick, monkeypatch, tmp_path):
+    """The command alone gives the recorded config, in quick and in full mode (nce_m aside where unused)."""
+    monkeypatch.setenv("INSTDISC_QUICK", quick)
+    rec = records.load(name)
+    rebuilt = build_config(build_parser().parse_args(records.train_args(rec, tmp_path))).to_dict()
+    saved = dict(rec["config"])
+    if saved["objective"] != "nce":
+        rebuilt.pop("nce_m"), saved.pop("nce_m")
+    assert rebuilt == saved
+
+
+def test_missing_and_damaged_records_say_what_to_do(tmp_path, monkeypatch):
+    with pytest.raises(records.RecordError, match="no record named 'nope'.*git checkout"):
+        records.load("nope")
+    monkeypatch.setattr(records, "RECORDS_DIR", tmp_path)
+    (tmp_path / "broken.json").write_text("{not json")
+    with pytest.raises(records.RecordError, match="unreadable"):
+        records.load("broken")
+    (tmp_path / "partial.json").write_text(json.dumps({"name": "partial"}))
+    with pytest.raises(records.RecordError, match="lacks experiment"):
+        records.load("partial")
+
+
+def test_describe_puts_the_result_beside_its_baselines():
+    rec = {"label": "x", "knn_top1": 0.5, "random_init_knn_top1": 0.4, "raw_pixel_knn_top1": 0.41, "epochs": 3,
+           "train_seconds": 120, "device": "CPU, 2 cores"}
+    assert records.describe(rec) == "x: kNN top-1 50.0% (untrained 40.0%, raw pixels 41.0%); 3 epochs, 2 min on CPU, 2 cores"
