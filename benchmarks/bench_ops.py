@@ -6,7 +6,9 @@
    Reference (lemniscate.pytorch's NCEAverage + NCECriterion): gather the positive and m noise rows
    as one (B, m+1, d) tensor with ``index_select``, ``bmm`` with the features, ``exp(s / tau) / Z``,
    then ``-log(P / (P + m Pn))`` and ``-log(m Pn / (P + m Pn))`` summed, and ``index_copy_`` into the bank.
-   Ours: ``instdisc_lesson.nce.NCE`` (log space), per-sample negatives and shared negatives.
+   Ours: ``instdisc_lesson.nce.NCE`` (log space): per-sample negatives by the same gather, per-sample
+   negatives by one (B x d)(d x n) matmul plus a gather of the B x (m+1) scores (the path NCE picks
+   at this size; same numbers, checked below), and shared negatives.
 2. kNN, 10,000 queries against 50,000 bank rows, k = 200, C = 10.
    Reference (lemniscate's kNN): one-hot matrix of the neighbours' labels (Q*k, C) by ``scatter_``,
    times the weights, summed over k. Ours: ``instdisc_lesson.knn.knn_scores`` (``scatter_add_`` of the votes).
@@ -24,7 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from instdisc_lesson.knn import knn_scores
-from instdisc_lesson.nce import NCE
+from instdisc_lesson.nce import NCE, use_full_scores
 
 B, M, D, N, TAU = 128, 4096, 128, 50_000, 0.07
 
@@ -110,6 +112,14 @@ def main():
     assert torch.allclose(x_ours.grad, x_ref.grad, rtol=1e-3, atol=1e-6)
     assert torch.allclose(ours.memory.bank, ref.memory, atol=1e-6)
     print(f"NCE agreement: loss ours {loss_ours.item():.5f} vs reference {loss_ref.item():.5f}; gradients and bank match")
+    assert use_full_scores(N, M, B)  # the automatic choice at this size; checked against the gather below
+    gather = NCE(N, D, m=M, tau=TAU, z_mode="once", full_scores=False)
+    gather.memory.bank.copy_(bank)
+    x_gather = feats.clone().requires_grad_(True)
+    loss_gather = gather(x_gather, y, torch.Generator().manual_seed(1))
+    loss_gather.backward()
+    assert math.isclose(loss_gather.item(), loss_ours.item(), rel_tol=1e-6) and torch.allclose(x_gather.grad, x_ours.grad, atol=1e-6)
+    print("NCE paths agree: the matmul + gather scores give the gather's loss and gradient")
 
     ref.eps = 1e-7  # timing: exactly as lemniscate
 
@@ -126,11 +136,12 @@ def main():
 
     shared = NCE(N, D, m=M, tau=TAU, shared_negatives=True)
     shared.memory.bank.copy_(bank)
-    t_ref, t_ours, t_shared = median_ms([ref_step, our_step(ours), our_step(shared)], a.repeats)
+    t_ref, t_gather, t_ours, t_shared = median_ms([ref_step, our_step(gather), our_step(ours), our_step(shared)], a.repeats)
     print(f"\nNCE step (B={B}, m={M}, d={D}, n={N:,}), median of {a.repeats}, {a.threads} threads:")
-    print(f"  reference (lemniscate gather + bmm)  {t_ref:8.1f} ms   1.00x")
-    print(f"  ours, per-sample negatives          {t_ours:8.1f} ms   {t_ref / t_ours:.2f}x")
-    print(f"  ours, shared negatives              {t_shared:8.1f} ms   {t_ref / t_shared:.2f}x")
+    print(f"  reference (lemniscate gather + bmm)            {t_ref:8.1f} ms   1.00x")
+    print(f"  ours, per-sample negatives, gather + bmm       {t_gather:8.1f} ms   {t_ref / t_gather:.2f}x")
+    print(f"  ours, per-sample negatives, matmul + gather    {t_ours:8.1f} ms   {t_ref / t_ours:.2f}x   (NCE's choice at this size)")
+    print(f"  ours, shared negatives                         {t_shared:8.1f} ms   {t_ref / t_shared:.2f}x")
 
     # -- 2. kNN -----------------------------------------------------------------------------------
     Q, C, K, sigma = 10_000, 10, 200, 0.1

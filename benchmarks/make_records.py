@@ -59,7 +59,7 @@ RUNS = [
     ("pic-standard", "pic", "PIC: standard epochs, all n",
      SHORT + ["--objective", "pic", "--tau", "0.2", "--bank-init", "features"]),
 ]
-# The lambda runs write the bank with momentum 0 (v_i <- f_i), as eq. 9's paper does; their
+# The lambda runs write the bank with momentum 0 (v_i <- f_i), as the paper does with eqs. 8-9; their
 # records keep every step's loss (the oscillation). The other records keep per-epoch values only.
 KEEP_STEP_LOSSES = {"lambda"}
 HISTORY_KEYS = ("epoch", "loss", "knn_top1", "knn_top5", "bank_knn_top1", "log_Z", "lr", "train_seconds")

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
-from .checkpoint import CheckpointError, atomic_write
+from .checkpoint import CheckpointError, atomic_write, run_lock
 from .config import describe_setup, is_quick
 from .data import DatasetUnavailableError, load_dataset
 from .models import MODELS
@@ -41,14 +43,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "with train/<class>/* and optional test/<class>/* (default: quick in quick mode, else cifar10)")
     t.add_argument("--data-root", default=None, help="where CIFAR-10 lives or is downloaded to (default: $INSTDISC_DATA or data/)")
     t.add_argument("--objective", choices=OBJECTIVES, help="parametric softmax (eq. 1), full non-parametric softmax (eq. 2), "
-                   "NCE (eqs. 3-8), or PIC (Cao et al. 2020: cosine softmax, MLP head)")
+                   "NCE (eqs. 4-7), or PIC (Cao et al. 2020: cosine softmax, MLP head)")
     t.add_argument("--model", choices=MODELS, help="small ConvNet (CPU) or ResNet-18 for CIFAR (paper)")
     t.add_argument("--epochs", type=int, help="training epochs (paper: 200)")
     t.add_argument("--nce-m", type=int, help="NCE noise samples m (paper: 4096)")
     t.add_argument("--tau", type=float, help="temperature tau (paper: 0.07)")
     t.add_argument("--lr", type=float, help="SGD learning rate (paper: 0.03)")
     t.add_argument("--batch-size", type=int, help="batch size (paper: 128)")
-    t.add_argument("--lam", type=float, help="proximal weight lambda of eq. 9 (default 0: off)")
+    t.add_argument("--lam", type=float, help="proximal weight lambda of eqs. 8-9 (default 0: off)")
     t.add_argument("--bank-momentum", type=float, help="memory-bank momentum (paper code: 0.5)")
     t.add_argument("--z-mode", choices=("ema", "once"), help="NCE normaliser Z: EMA (default) or once from the first batch (paper)")
     t.add_argument("--knn-k", type=int, help="neighbours for the kNN monitor (paper: 200)")
@@ -78,43 +80,61 @@ def build_config(args) -> TrainConfig:
     return base(**overrides, data=data)
 
 
+def run_folder(text: str) -> Path:
+    """The ``--out`` folder: ``~`` expanded; refused when empty or when it names a file."""
+    if not text.strip():
+        raise ValueError("--out is empty: name the run folder, e.g. --out runs/mine")
+    out = Path(text).expanduser()
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out} is a file, not a folder: choose a folder for the run")
+    return out
+
+
 def train_command(args) -> dict:
     from .knn import raw_pixel_knn
     from .trainer import Trainer
 
     cfg = build_config(args)
-    data = cfg.data
-    out = Path(args.out)
+    out = run_folder(args.out)
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not args.resume:
         raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    train, test = load_dataset(data, args.data_root)
+    train, test = load_dataset(cfg.data, args.data_root)
     print(describe_setup(), file=sys.stderr)
-    trainer = Trainer(cfg, train, test, device=args.device, out_dir=out)
-    if args.resume and ckpt.exists():
-        trainer.load(ckpt)
-        print(f"resuming {out} from epoch {trainer.epoch}", file=sys.stderr)
-    start = time.perf_counter()
-    trainer.fit()
-    top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]
-    raw1, raw5 = raw_pixel_knn(train, test, cfg.knn_k, cfg.knn_sigma)
-    metrics = {
-        "knn_top1": top1, "knn_top5": top5,
-        "random_init_knn_top1": trainer.baselines["random_init_knn_top1"],
-        "random_init_knn_top5": trainer.baselines["random_init_knn_top5"],
-        "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5,
-        "train_images": len(train), "test_images": len(test), "seconds_this_session": time.perf_counter() - start,
-        "history": trainer.history, "config": cfg.to_dict(),
-    }
-    text = json.dumps(metrics, indent=2)
-    atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+    with run_lock(out):  # one run per folder: a second process on the same --out is refused
+        trainer = Trainer(cfg, train, test, device=args.device, out_dir=out)
+        if args.resume and ckpt.exists():
+            trainer.load(ckpt)
+            print(f"resuming {out} from epoch {trainer.epoch}", file=sys.stderr)
+        elif args.resume:
+            print(f"--resume: {out} holds no checkpoint yet, so this starts a new run there", file=sys.stderr)
+        start = time.perf_counter()
+        trainer.fit()
+        top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]
+        raw1, raw5 = raw_pixel_knn(train, test, cfg.knn_k, cfg.knn_sigma)
+        metrics = {
+            "knn_top1": top1, "knn_top5": top5,
+            "random_init_knn_top1": trainer.baselines["random_init_knn_top1"],
+            "random_init_knn_top5": trainer.baselines["random_init_knn_top5"],
+            "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5,
+            "train_images": len(train), "test_images": len(test), "seconds_this_session": time.perf_counter() - start,
+            "history": trainer.history, "config": cfg.to_dict(),
+        }
+        text = json.dumps(metrics, indent=2)
+        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
     print(f"kNN top-1 {top1:.1%} (random init {metrics['random_init_knn_top1']:.1%}, raw pixels {raw1:.1%}) -> {out / 'metrics.json'}")
     return metrics
+
+
+def _stop_on_sigterm(signum, frame):
+    raise KeyboardInterrupt("SIGTERM")  # unwinds like Ctrl-C: temporary files are removed, the lock released
 
 
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _stop_on_sigterm) if on_main_thread else None
     try:
         if args.command == "train":
             train_command(args)
@@ -123,6 +143,13 @@ def main(argv=None) -> int:
         parser.exit(2, f"error: {lines[0]}\n" + "".join(f"  {line}\n" for line in lines[1:]))
     except FloatingPointError as err:
         parser.exit(3, f"error: {err}\n")
-    except KeyboardInterrupt:
-        parser.exit(130, f"interrupted: the last complete epoch is saved in {args.out}; continue with --resume\n")
+    except KeyboardInterrupt as stop:
+        how, code = ("terminated (SIGTERM)", 143) if str(stop) == "SIGTERM" else ("interrupted", 130)
+        ckpt = Path(args.out).expanduser() / "checkpoint.pt" if args.out.strip() else None
+        if ckpt is not None and ckpt.exists():
+            parser.exit(code, f"{how}: the last complete epoch is saved in {ckpt.parent}; continue with --resume\n")
+        parser.exit(code, f"{how} before the first epoch finished: nothing was saved\n")
+    finally:
+        if on_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0

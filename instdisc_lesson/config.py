@@ -41,7 +41,16 @@ def is_quick() -> bool:
 def get_device(prefer: str | None = None) -> torch.device:
     """The best device here: CUDA, then Apple MPS, then CPU (or ``prefer`` when given)."""
     if prefer is not None:
-        return torch.device(prefer)
+        try:
+            device = torch.device(prefer)
+        except (RuntimeError, ValueError):
+            raise ValueError(f"--device {prefer!r} is not a device: use cpu, cuda, cuda:N or mps") from None
+        if device.type == "cuda" and (not torch.cuda.is_available() or (device.index or 0) >= torch.cuda.device_count()):
+            raise ValueError(f"--device {prefer}: no such CUDA GPU here ({torch.cuda.device_count()} visible); "
+                             "use --device cpu, or leave --device out to use the best device available")
+        if device.type == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
+            raise ValueError(f"--device {prefer}: Apple's MPS is not available here; use --device cpu or leave --device out")
+        return device
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():

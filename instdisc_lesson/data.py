@@ -300,6 +300,10 @@ def load_dataset(name: str, root=None) -> tuple[InstanceDataset, InstanceDataset
         return load_quick()
     if name == "cifar10":
         return load_cifar10(root, train=True), load_cifar10(root, train=False)
-    if Path(name).expanduser().exists():
+    path = Path(name).expanduser()
+    if path.is_file():
+        raise ValueError(f"--data {name} is a file, not a folder: give a folder with train/<class>/<images> "
+                         "(and optionally test/<class>/<images>)")
+    if path.exists():
         return load_image_folder(name)
     raise ValueError(f"unknown data {name!r}: use 'quick', 'cifar10', or the path of an image folder with train/ (and test/)")

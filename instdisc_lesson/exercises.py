@@ -45,7 +45,7 @@ def check_softmax_probabilities(fn) -> None:
 
 
 def check_bank_update(fn) -> None:
-    """Notebook 02. ``fn(bank, idx, features, m)`` returns the bank after v_i <- normalize(m v_i + (1-m) f_i)."""
+    """Notebook 02. ``fn(bank, idx, features, mu)`` returns the bank after v_i <- normalize(mu v_i + (1-mu) f_i)."""
     g = torch.Generator().manual_seed(0)
     bank, f = F.normalize(torch.randn(20, 4, generator=g), dim=1), F.normalize(torch.randn(3, 4, generator=g), dim=1)
     idx = torch.tensor([2, 9, 17])
@@ -58,7 +58,7 @@ def check_bank_update(fn) -> None:
 
 
 def check_mc_Z(fn) -> None:
-    """Notebook 03. ``fn(bank, f, tau, m, gen)`` estimates Z = sum_j exp(v_j.f/tau) from m uniform samples (eq. 8)."""
+    """Notebook 03. ``fn(bank, f, tau, m, gen)`` estimates Z = sum_j exp(v_j.f/tau) from m uniform samples (eq. 7)."""
     g = torch.Generator().manual_seed(0)
     bank, f = F.normalize(torch.randn(2000, 8, generator=g), dim=1), F.normalize(torch.randn(1, 8, generator=g), dim=1)
     X = torch.exp(f @ bank.t() / 0.1)[0].double()
@@ -69,7 +69,7 @@ def check_mc_Z(fn) -> None:
 
 
 def check_nce_loss(fn) -> None:
-    """Notebook 03. ``fn(scores, log_Z, n)`` returns J_NCE (eq. 5) from scores (B, 1 + m), column 0 the positive."""
+    """Notebook 03. ``fn(scores, log_Z, n)`` returns J_NCE (eq. 6) from scores (B, 1 + m), column 0 the positive."""
     from .nce import nce_loss
 
     g = torch.Generator().manual_seed(0)
@@ -77,9 +77,9 @@ def check_nce_loss(fn) -> None:
         scores = torch.randn(6, 1 + m, generator=g, dtype=torch.float64) * 3 + 8
         ref = sum(-math.log(math.exp(s[0] - log_Z) / (math.exp(s[0] - log_Z) + m / n))
                   - sum(math.log((m / n) / (math.exp(v - log_Z) + m / n)) for v in s[1:])
-                  for s in scores.tolist()) / 6  # eq. 5 term by term, float64
+                  for s in scores.tolist()) / 6  # eq. 6 term by term, float64
         got = float(fn(scores, log_Z, n))
-        assert math.isclose(got, ref, rel_tol=1e-6), f"m={m}, n={n}: got {got:.6g}, eq. 5 gives {ref:.6g}"
+        assert math.isclose(got, ref, rel_tol=1e-6), f"m={m}, n={n}: got {got:.6g}, eq. 6 gives {ref:.6g}"
         assert math.isclose(float(nce_loss(scores, log_Z, n)), ref, rel_tol=1e-6)  # the package agrees too
     _ok("NCE loss")
 
@@ -111,7 +111,7 @@ def check_knn_predict(fn) -> None:
 
 
 def check_proximal(fn) -> None:
-    """Notebook 04. ``fn(features, previous, lam)`` returns lam * ||f_i - v_i||^2 averaged over the batch (eq. 9)."""
+    """Notebook 04. ``fn(features, previous, lam)`` returns lam * ||f_i - v_i||^2 averaged over the batch (eq. 8)."""
     g = torch.Generator().manual_seed(0)
     f, v = F.normalize(torch.randn(5, 4, generator=g), dim=1), F.normalize(torch.randn(5, 4, generator=g), dim=1)
     for lam in (0.0, 10.0, 50.0):

@@ -5,7 +5,7 @@ Taught in notebook 02. The non-parametric softmax (eq. 2) compares a fresh featu
 bank ``V = {v_j}`` (n x d, unit rows) keeps the last known feature of each image and is refreshed
 only for the images of the current batch:
 
-    v_i <- normalize(m * v_i + (1 - m) * f_i)          (paper's code, bank momentum m = 0.5)
+    v_i <- normalize(mu * v_i + (1 - mu) * f_i)          (paper's code: bank momentum mu = 0.5)
 
 Rows start as random unit vectors. Reading order matters: the loss reads ``v_i`` (the positive)
 *before* the update, otherwise the positive would already contain the fresh feature.
@@ -29,7 +29,7 @@ class MemoryBank(nn.Module):
 
     Attributes:
         bank: (n, dim) the stored features, unit rows.
-        momentum: m in ``v <- normalize(m v + (1 - m) f)``; 0 replaces the row by the new feature.
+        momentum: mu in ``v <- normalize(mu v + (1 - mu) f)``; 0 replaces the row by the new feature.
         written_at: (n,) the step at which each row was last written (-1: never, still random).
         step: number of :meth:`update` calls so far.
 
@@ -77,7 +77,7 @@ class MemoryBank(nn.Module):
 
     @torch.no_grad()
     def update(self, idx: torch.Tensor, features: torch.Tensor) -> None:
-        """``v_i <- normalize(m v_i + (1 - m) f_i)`` for every i in the batch (after the loss read v_i)."""
+        """``v_i <- normalize(mu v_i + (1 - mu) f_i)`` for every i in the batch (after the loss read v_i)."""
         self.check(idx, features)
         mixed = self.momentum * self.bank.index_select(0, idx) + (1.0 - self.momentum) * features.to(self.bank.dtype)  # (B, dim)
         self.bank.index_copy_(0, idx, F.normalize(mixed, dim=1))

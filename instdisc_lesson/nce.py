@@ -1,13 +1,13 @@
-"""Noise-contrastive estimation over the memory bank (Wu et al. 2018, sec. 3.2, eqs. 3-8).
+"""Noise-contrastive estimation over the memory bank (Wu et al. 2018, sec. 3.2, eqs. 4-7).
 
 Taught in notebook 03. The full softmax needs all n bank rows per image. NCE turns it into binary
 classification: is ``v`` the image's own feature (the data) or one of m noise samples drawn from
 the uniform noise distribution ``P_n = 1/n``?
 
-    P(i | v) = exp(v^T f_i / tau) / Z_i                                        (eq. 3)
-    h(i, v)  = P(i | v) / (P(i | v) + m P_n(i))                                (eq. 4)
-    J_NCE    = -E_{P_d}[log h(i, v)] - m E_{P_n}[log(1 - h(i, v'))]            (eq. 5)
-    Z ~ Z_i ~ n E_j[exp(v_j^T f_i / tau)] = (n / m) sum_k exp(v_{j_k}^T f_i / tau)   (eq. 8, Monte Carlo)
+    P(i | v) = exp(v^T f_i / tau) / Z_i                                        (eq. 4)
+    h(i, v)  = P(i | v) / (P(i | v) + m P_n(i))                                (eq. 5)
+    J_NCE    = -E_{P_d}[log h(i, v)] - m E_{P_n}[log(1 - h(i, v'))]            (eq. 6)
+    Z ~ Z_i ~ n E_j[exp(v_j^T f_i / tau)] = (n / m) sum_k exp(v_{j_k}^T f_i / tau)   (eq. 7, Monte Carlo)
 
 Everything is computed in log space so nothing overflows, even in fp16/bf16 at tau = 0.07
 (exp(1/0.07) = 1.6e6 is above fp16's 65,504):
@@ -42,7 +42,7 @@ def exact_log_Z(bank: torch.Tensor, features: torch.Tensor, tau: float) -> torch
 
 
 def mc_log_Z(bank: torch.Tensor, features: torch.Tensor, tau: float, m: int, gen=None) -> torch.Tensor:
-    """Eq. 8's Monte-Carlo estimate ``log[(n/m) sum_k exp(v_{j_k}^T f / tau)]``, j_k ~ U{0..n-1}: (B,)."""
+    """Eq. 7's Monte-Carlo estimate ``log[(n/m) sum_k exp(v_{j_k}^T f / tau)]``, j_k ~ U{0..n-1}: (B,)."""
     n = bank.shape[0]
     noise = torch.randint(0, n, (features.shape[0], m), generator=gen, device=bank.device)  # (B, m)
     s = torch.einsum("bd,bmd->bm", features, bank[noise]) / tau  # (B, m)
@@ -60,7 +60,7 @@ def use_full_scores(n: int, m: int, batch: int) -> bool:
 
 
 def nce_loss(scores: torch.Tensor, log_Z: torch.Tensor | float, n: int) -> torch.Tensor:
-    """J_NCE (eq. 5) for one batch, from the scaled similarities ``scores = v^T f / tau``: (B, 1 + m).
+    """J_NCE (eq. 6) for one batch, from the scaled similarities ``scores = v^T f / tau``: (B, 1 + m).
 
     Column 0 holds the positive (the image's own bank entry), columns 1..m the noise samples.
     Returns the batch mean of ``-[log h(i, v_i) + sum_k log(1 - h(i, v_k))]``.
@@ -87,6 +87,9 @@ class NCE(BankObjective):
         z_momentum: EMA factor for ``z_mode="ema"``: ``Z <- mu Z + (1 - mu) Z_batch``.
         shared_negatives: draw one set of m noise rows for the whole batch (one matmul instead of a
             (B, m, d) gather; the estimate is the same in expectation).
+        full_scores: how per-sample scores are computed, with identical results: True scores the batch
+            against the whole bank with one matmul and picks the needed columns, False gathers the
+            (B, 1 + m, d) rows (the paper's code), None chooses by size (:func:`use_full_scores`).
         log_Z: the current estimate of log Z (NaN until the first batch).
 
     Raises:
@@ -102,12 +105,13 @@ class NCE(BankObjective):
 
     def __init__(self, n: int, dim: int, m: int = NCE_M, tau: float = TAU, bank_momentum: float = BANK_MOMENTUM,
                  z_mode: str = "ema", z_momentum: float = 0.99, shared_negatives: bool = False, lam: float = 0.0,
-                 generator: torch.Generator | None = None):
+                 generator: torch.Generator | None = None, full_scores: bool | None = None):
         super().__init__(n, dim, tau, bank_momentum, lam, generator)
         check_nce_m(m, n)
         check_z(z_mode, z_momentum, Z_MODES)
         self.m = int(m)
         self.z_mode, self.z_momentum, self.shared_negatives = z_mode, float(z_momentum), bool(shared_negatives)
+        self.full_scores = full_scores
         self.register_buffer("log_Z", torch.tensor(float("nan")))
 
     def scores(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
@@ -120,7 +124,8 @@ class NCE(BankObjective):
             return torch.cat([positive, negative], dim=1) / self.tau
         noise = torch.randint(0, self.memory.n, (B, self.m), generator=gen, device=bank.device)  # (B, m)
         rows = torch.cat([idx.view(-1, 1), noise], dim=1)  # (B, 1 + m): the positive, then the noise
-        if use_full_scores(self.memory.n, self.m, B):
+        full = use_full_scores(self.memory.n, self.m, B) if self.full_scores is None else self.full_scores
+        if full:
             # Same numbers, less memory traffic: score the batch against every row with one matmul,
             # then pick the B x (1 + m) scores we need.
             return (features @ bank.t()).gather(1, rows) / self.tau  # (B, n) -> (B, 1 + m)
@@ -129,7 +134,7 @@ class NCE(BankObjective):
 
     @torch.no_grad()
     def update_Z(self, scores: torch.Tensor) -> None:
-        """Eq. 8 on this batch: ``log Z_batch = log n + log mean exp(scores)``, then once or EMA."""
+        """Eq. 7 on this batch: ``log Z_batch = log n + log mean exp(scores)``, then once or EMA."""
         log_Z_batch = math.log(self.memory.n) + torch.logsumexp(scores.flatten().float(), 0) - math.log(scores.numel())
         if torch.isnan(self.log_Z):  # first batch
             if not torch.isfinite(log_Z_batch):

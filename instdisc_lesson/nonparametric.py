@@ -33,7 +33,7 @@ class NonParametricSoftmax(BankObjective):
     Attributes:
         memory: the :class:`MemoryBank` (n, dim).
         tau: temperature.
-        lam: weight of the proximal term of eq. 9 (0: off).
+        lam: weight of the proximal term of eqs. 8-9 (0: off).
 
     Raises:
         ValueError: for tau <= 0, lam < 0, a bank momentum outside [0, 1), or inputs that do not fit the bank.

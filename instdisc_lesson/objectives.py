@@ -12,7 +12,7 @@ Every objective is an ``nn.Module`` that the loop (``trainer.py``) uses in exact
 
 :class:`Objective` gives the defaults (linear head, no own temperature, nothing to start or refresh,
 plain SGD), and :class:`BankObjective` is the parent of the two memory-bank objectives (eq. 2 and
-NCE): it owns the bank, its momentum update and the proximal term of eq. 9, so each child writes only
+NCE): it owns the bank, its momentum update and the proximal term of eqs. 8-9, so each child writes only
 its loss. lightly's ``MemoryBankModule`` and d2l's ``configure_optimizers`` are the precedents.
 
 The four objectives: ``parametric`` (eq. 1), ``softmax`` (non-parametric, eq. 2), ``nce`` (eqs. 3-8),
@@ -72,15 +72,15 @@ class Objective(nn.Module):
 
 
 class BankObjective(Objective):
-    """An objective over a memory bank (Wu et al. 2018, sec. 3.1) with the proximal term of eq. 9.
+    """An objective over a memory bank (Wu et al. 2018, sec. 3.1) with the proximal term of eqs. 8-9.
 
     Subclasses write :meth:`loss`; this class checks the batch, adds ``lam * ||f_i - v_i||^2``, starts
-    the bank from features when asked, and updates it after each step (``v_i <- normalize(m v_i + (1 - m) f_i)``).
+    the bank from features when asked, and updates it after each step (``v_i <- normalize(mu v_i + (1 - mu) f_i)``).
 
     Attributes:
         memory: the :class:`~instdisc_lesson.memory_bank.MemoryBank` (n, dim).
         tau: temperature.
-        lam: weight of the proximal term of eq. 9 (0: off).
+        lam: weight of the proximal term of eqs. 8-9 (0: off).
     """
 
     def __init__(self, n: int, dim: int, tau: float = TAU, bank_momentum: float = BANK_MOMENTUM, lam: float = 0.0,

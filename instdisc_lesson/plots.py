@@ -151,3 +151,35 @@ def bar_table(rows: dict, ylabel="kNN top-1 (%)", title="", reference: dict | No
     ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.08), ncol=2, frameon=False)
     fig.tight_layout()
     return fig
+
+
+def plot_records(records: dict, highlight: str | None = None, title: str = "", logy: bool = False):
+    """Loss and kNN top-1 per epoch of recorded runs ``{label: record}`` (``instdisc_lesson.records``).
+
+    The baselines of the first record (untrained network, raw pixels) are drawn dashed; ``highlight``
+    draws one run bold and the others faint (for sliders). The suptitle says where the records ran.
+    """
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (label, record) in enumerate(records.items()):
+        bold = highlight is None or label == highlight
+        style = dict(color=f"C{i}", lw=2.4 if bold else 0.9, alpha=1.0 if bold else 0.4, marker="o", markersize=3, label=label)
+        history = record["history"]
+        a1.plot([h["epoch"] for h in history], [h["loss"] for h in history], **style)
+        evaluated = [h for h in history if "knn_top1" in h]
+        a2.plot([h["epoch"] for h in evaluated], [100 * h["knn_top1"] for h in evaluated], **style)
+    first = next(iter(records.values()))
+    for name, key in (("untrained network", "random_init_knn_top1"), ("raw pixels", "raw_pixel_knn_top1")):
+        a2.axhline(100 * first[key], ls="--", lw=1, color="gray")
+        a2.annotate(f"{name} {100 * first[key]:.1f}", (1, 100 * first[key]), xytext=(2, 3), textcoords="offset points",
+                    fontsize=7, color="gray")
+    a1.set_ylabel("training loss" + (" (log scale)" if logy else "")); a1.set_title("loss per epoch")
+    a2.set_ylabel("kNN top-1 on the test images (%)"); a2.set_title("kNN accuracy")
+    if logy:
+        a1.set_yscale("log")
+    for ax in (a1, a2):
+        ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
+    a2.legend(fontsize=7, loc="lower right")
+    where = f"{first['data'].split(';')[0]}, {first['epochs']} epochs, {first['device'].split(' (')[0]}"
+    fig.suptitle(f"{title} (records: {where})" if title else f"records: {where}", fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -19,6 +19,7 @@ complete epoch with the same result.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -36,6 +37,9 @@ from .objectives import build_objective
 from .recipe import TrainConfig
 from .samplers import SlidingWindowSampler, batches, standard_epoch
 from .validate import check_k
+
+STATE_KEYS = ("config", "n", "epoch", "model", "objective", "optimizer", "scheduler", "generator", "history", "baselines")
+RESUMABLE_CHANGES = ("eval_every", "compile")  # settings a resumed run may change: they do not change what is trained
 
 
 class Trainer:
@@ -169,26 +173,45 @@ class Trainer:
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {
-            "config": self.cfg.to_dict(), "n": len(self.train_set), "epoch": self.epoch,
+            "config": self.cfg.to_dict(), "n": len(self.train_set), "data": self.data_fingerprint(), "epoch": self.epoch,
             "model": self.model.state_dict(), "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "generator": self.gen.get_state(), "history": self.history, "baselines": self.baselines,
         }
 
+    def data_fingerprint(self) -> str:
+        """SHA-256 of the training images and labels (first 16 hex digits): tells two data sets of one size apart."""
+        if not hasattr(self, "_fingerprint"):
+            digest = hashlib.sha256(self.train_set.images.numpy().tobytes())
+            digest.update(self.train_set.labels.numpy().tobytes())
+            self._fingerprint = digest.hexdigest()[:16]
+        return self._fingerprint
+
     def save(self, path) -> None:
         save_checkpoint(path, self.state_dict())
 
     def load(self, path) -> None:
-        """Restore a run saved by :meth:`save`; refuses one made for another model, objective, n or dim."""
+        """Restore a run saved by :meth:`save`, checked first: it must be this trainer's checkpoint, made with
+        the same settings (``RESUMABLE_CHANGES`` aside) on the same training images. Nothing is changed
+        when it is refused."""
         state = load_checkpoint(path)
-        saved = TrainConfig.from_dict(state["config"])
-        for name in ("model", "objective", "dim"):
-            if getattr(saved, name) != getattr(self.cfg, name):
-                raise CheckpointError(f"checkpoint {path} was made with {name}={getattr(saved, name)!r}, "
-                                      f"this run has {name}={getattr(self.cfg, name)!r}: use another --out folder")
+        missing = [key for key in STATE_KEYS if key not in state]
+        if missing:
+            raise CheckpointError(f"{path} is not a checkpoint written by this course's trainer (it lacks "
+                                  f"{', '.join(missing)}): choose another --out folder, or move the file away")
         if state["n"] != len(self.train_set):
             raise CheckpointError(f"checkpoint {path} was made for {state['n']} training images, this dataset has "
                                   f"{len(self.train_set)}: use another --out folder")
+        saved, mine = state["config"], self.cfg.to_dict()
+        changed = [key for key in mine if key not in RESUMABLE_CHANGES and saved.get(key) != mine[key]]
+        if changed:
+            raise CheckpointError(
+                f"checkpoint {path} was made with {', '.join(f'{k}={saved.get(k)!r}' for k in changed)}; this run has "
+                f"{', '.join(f'{k}={mine[k]!r}' for k in changed)}. Resuming would mix two different runs: "
+                "repeat the checkpoint's settings, or use another --out folder")
+        if state.get("data", self.data_fingerprint()) != self.data_fingerprint():
+            raise CheckpointError(f"checkpoint {path} was made on other training images ({state['n']} of them, like "
+                                  "these, but different): use another --out folder")
         self.model.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
@@ -208,10 +231,8 @@ def load_or_train(cfg: TrainConfig, train: InstanceDataset, test: InstanceDatase
     ckpt = Path(out_dir) / "checkpoint.pt"
     if ckpt.exists():
         try:
-            saved = load_checkpoint(ckpt)["config"]
+            trainer.load(ckpt)  # the cached run, if it is this config's on this data
         except CheckpointError:
-            saved = None
-        if saved == cfg.to_dict():
-            trainer.load(ckpt)
+            pass  # another run, or unreadable: this folder is a cache, so train afresh and replace it
     trainer.fit()
     return trainer

@@ -28,9 +28,9 @@ def folder(tmp_path):
     return tmp_path / "imgs"
 
 
-def run_cli(*args, **kw):
+def run_cli(*args, env=None, **kw):
     return subprocess.run([sys.executable, "-m", "instdisc_lesson", *args], capture_output=True, text=True,
-                          env={**os.environ, "INSTDISC_QUICK": "1"}, **kw)
+                          env=env or {**os.environ, "INSTDISC_QUICK": "1"}, **kw)
 
 
 def test_help_explains_every_option():
@@ -120,3 +120,88 @@ def test_pic_options_reach_the_trainer(folder, tmp_path):
     bad = run_cli("train", "--data", str(folder), "--objective", "pic", "--window", "100", "--batch-size", "8",
                   "--out", str(tmp_path / "bad"))
     assert bad.returncode == 2 and "need 1 <= stride <= window <= n" in bad.stderr
+
+
+# -- round two of bad inputs (issue 16): each refused with a message, nothing on disk lost or mixed --------------
+def tiny_run(folder, out, *extra):
+    return run_cli("train", "--data", str(folder), "--epochs", "1", "--batch-size", "16", "--knn-k", "5", *extra,
+                   "--out", str(out))
+
+
+def test_out_folder_is_checked_and_expanded(folder, tmp_path):
+    empty = tiny_run(folder, "")
+    assert empty.returncode == 2 and "--out is empty" in empty.stderr and "Traceback" not in empty.stderr
+    (tmp_path / "afile").write_text("notes")
+    a_file = tiny_run(folder, tmp_path / "afile")
+    assert a_file.returncode == 2 and "is a file, not a folder" in a_file.stderr
+    assert (tmp_path / "afile").read_text() == "notes"
+    home = run_cli("train", "--data", str(folder), "--epochs", "1", "--batch-size", "16", "--knn-k", "5",
+                   "--out", "~/runs/x", cwd=tmp_path, env={**os.environ, "INSTDISC_QUICK": "1", "HOME": str(tmp_path / "home")})
+    assert home.returncode == 0, home.stderr
+    assert (tmp_path / "home" / "runs" / "x" / "metrics.json").exists() and not (tmp_path / "~").exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused(folder, tmp_path):
+    from instdisc_lesson.checkpoint import run_lock
+
+    out = tmp_path / "busy"
+    with run_lock(out):  # another run holds the folder
+        busy = tiny_run(folder, out)
+    assert busy.returncode == 2 and "in use by another run" in busy.stderr
+    assert sorted(p.name for p in out.iterdir()) == [".lock"], "the refused run must not write anything"
+    assert tiny_run(folder, out).returncode == 0  # the lock went with its holder
+
+
+def test_resume_refuses_changed_settings_and_foreign_files(folder, tmp_path):
+    import torch
+
+    out = tmp_path / "run"
+    assert tiny_run(folder, out).returncode == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    changed = tiny_run(folder, out, "--resume", "--seed", "7", "--tau", "0.2")
+    assert changed.returncode == 2 and "seed=0" in changed.stderr and "seed=7" in changed.stderr and "tau=0.1" in changed.stderr
+    assert "mix two different runs" in changed.stderr and "Traceback" not in changed.stderr
+    assert (out / "checkpoint.pt").read_bytes() == before
+    longer = run_cli("train", "--data", str(folder), "--epochs", "2", "--batch-size", "16", "--knn-k", "5", "--resume",
+                     "--out", str(out))
+    assert longer.returncode == 2 and "epochs=1" in longer.stderr and "epochs=2" in longer.stderr
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    torch.save({"weights": torch.zeros(3)}, foreign / "checkpoint.pt")
+    refused = tiny_run(folder, foreign, "--resume")
+    assert refused.returncode == 2 and "not a checkpoint written by this course's trainer" in refused.stderr
+    assert torch.load(foreign / "checkpoint.pt", weights_only=True)["weights"].shape == (3,)
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(folder, tmp_path):
+    fresh = tiny_run(folder, tmp_path / "new", "--resume")
+    assert fresh.returncode == 0 and "holds no checkpoint yet, so this starts a new run" in fresh.stderr
+
+
+def test_data_naming_a_file_and_missing_devices_are_explained(folder, tmp_path):
+    image = next((folder / "train" / "red").iterdir())
+    as_file = run_cli("train", "--data", str(image), "--out", str(tmp_path / "r"))
+    assert as_file.returncode == 2 and "is a file, not a folder" in as_file.stderr
+    for device, message in (("cuda:7", "no such CUDA GPU here"), ("banana", "is not a device")):
+        result = tiny_run(folder, tmp_path / device.replace(":", "_"), "--device", device)
+        assert result.returncode == 2 and message in result.stderr and "Traceback" not in result.stderr
+
+
+def test_sigterm_stops_cleanly_and_says_what_was_saved(folder, tmp_path):
+    out = tmp_path / "term"
+    proc = subprocess.Popen([sys.executable, "-m", "instdisc_lesson", "train", "--data", str(folder), "--epochs", "200",
+                             "--batch-size", "8", "--knn-k", "5", "--out", str(out)],
+                            env={**os.environ, "INSTDISC_QUICK": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / ".lock").exists():
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143 and "terminated (SIGTERM)" in stderr and "Traceback" not in stderr
+    if (out / "checkpoint.pt").exists():
+        assert "continue with --resume" in stderr
+    else:
+        assert "nothing was saved" in stderr
+    assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")], "no stray temporary file"

@@ -99,4 +99,14 @@ def test_linear_probe_separates_separable_features():
     y = torch.arange(200) % 2
     f = torch.randn(200, 5, generator=g) * 0.1
     f[:, 0] += y.float() * 2 - 1
-    assert linear_probe(f[:150], y[:150], f[150:], y[150:]) == 1.0
+    assert linear_probe(f[:150], y[:150], f[150:], y[150:])["top1"] == 1.0
+
+
+def test_linear_probe_is_fair_to_features_of_any_scale():
+    """Standardised inputs and alpha chosen by cross-validation: scaling a feature set changes nothing."""
+    g = torch.Generator().manual_seed(1)
+    y = torch.arange(300) % 3
+    f = torch.randn(300, 20, generator=g) + torch.nn.functional.one_hot(y, 20).float() * 1.5
+    small, large = linear_probe(f[:200] * 1e-3, y[:200], f[200:] * 1e-3, y[200:]), linear_probe(f[:200], y[:200], f[200:], y[200:])
+    assert small["top1"] == pytest.approx(large["top1"], abs=0.011) and small["alpha"] == large["alpha"]
+    assert small["alpha"] in linear_probe.__defaults__[0]

@@ -51,7 +51,7 @@ def test_nonparametric_after_step_updates_bank():
     assert torch.allclose(obj.memory.bank[[1, 5]], f)
 
 
-# -- eqs. 3-5: NCE ---------------------------------------------------------------------------------
+# -- eqs. 4-6: NCE ---------------------------------------------------------------------------------
 def test_nce_loss_equals_formula_by_hand():
     """J_NCE = -[log h(pos) + sum_k log(1 - h(neg_k))], h = P / (P + m/n), P = exp(s/tau) / Z; float64, no logs tricks."""
     scores = torch.tensor([[2.0, 0.5, -1.0], [0.3, 1.2, 0.0]], dtype=torch.float64)  # s / tau, column 0 = positive
@@ -90,14 +90,11 @@ def test_nce_forward_matches_float64_reimplementation_and_its_gradient():
 
 
 @pytest.mark.parametrize("n,m", [(40, 7), (600, 30)])
-def test_full_scores_path_equals_the_gather(monkeypatch, n, m):
-    """The matmul + gather path (chosen for small banks) gives the paper's gathered scores, loss and gradient."""
-    from instdisc_lesson import nce
-
+def test_full_scores_path_equals_the_gather(n, m):
+    """One matmul + a gather of the needed columns gives the paper's gathered scores, loss and gradient."""
     results = []
     for full in (False, True):
-        monkeypatch.setattr(nce, "use_full_scores", lambda *args, full=full: full)
-        obj = NCE(n, 8, m=m, tau=0.07, generator=torch.Generator().manual_seed(0)).double()
+        obj = NCE(n, 8, m=m, tau=0.07, generator=torch.Generator().manual_seed(0), full_scores=full).double()
         f = unit(5, 8, seed=3, dtype=torch.float64).requires_grad_(True)
         loss = obj(f, torch.tensor([0, 3, 3, n - 1, 7]), torch.Generator().manual_seed(4))
         loss.backward()
@@ -122,7 +119,7 @@ def test_shared_negatives_use_one_set_for_the_batch():
     assert torch.allclose(s[:, 1:], f @ obj.memory.bank[noise].t() / 0.1, atol=1e-6)
 
 
-# -- eq. 8: Monte-Carlo Z ---------------------------------------------------------------------------
+# -- eq. 7: Monte-Carlo Z ---------------------------------------------------------------------------
 def test_monte_carlo_Z_converges_to_exact_within_derived_tolerance():
     """With j_k ~ U{1..n} i.i.d., Zhat = (n/m) sum_k X_k and X = exp(v_j.f/tau), so
     E[Zhat] = Z and sd(Zhat)/Z = cv/sqrt(m), cv = sd(X)/mean(X) over the n rows (computed exactly here).
@@ -197,7 +194,7 @@ def test_low_precision_at_tau_007_stays_finite(dtype):
         assert torch.isinf(torch.exp(torch.tensor(1 / 0.07, dtype=dtype)))  # what the naive code would hit
 
 
-# -- eq. 9 ----------------------------------------------------------------------------------------
+# -- eqs. 8-9 ---------------------------------------------------------------------------------------
 def test_proximal_term_by_hand():
     f = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     v = torch.tensor([[0.0, 1.0], [0.0, 1.0]])

@@ -152,3 +152,11 @@ def test_dataset_with_a_lone_last_image_trains():
     trainer = Trainer(tiny_cfg(epochs=1, batch_size=8, objective="pic"), train, None, progress=False)
     trainer.fit()
     assert len(trainer.history) == 1
+
+
+def test_resume_on_other_images_of_the_same_size_is_refused(tiny, tmp_path):
+    train, test = tiny
+    Trainer(tiny_cfg(epochs=1), train, test, out_dir=tmp_path, progress=False).fit()
+    other = Trainer(tiny_cfg(epochs=1), make_dataset(64, seed=5), test, progress=False)
+    with pytest.raises(CheckpointError, match="other training images"):
+        other.load(tmp_path / "checkpoint.pt")
