@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .data import to_float
-from .validate import check_k, check_sigma
+from .validate import check_features, check_k, check_labels, check_queries, check_sigma
 
 
 @torch.no_grad()
@@ -55,19 +55,25 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, query_f
     Queries run ``chunk`` at a time, so memory stays at chunk x n_train however many queries there are.
     The votes are computed as ``exp((s_i - s_max) / sigma)``: the same ranking, and no overflow for small sigma.
     """
+    check_features("train_features", train_features)
+    check_features("query_features", query_features)
+    check_labels(train_labels, len(train_features), "train_labels")
+    check_queries(query_features)
     check_k(k, len(train_features))
     check_sigma(sigma)
     if train_features.shape[1] != query_features.shape[1]:
         raise ValueError(f"train features have dim {train_features.shape[1]} but queries {query_features.shape[1]}")
+    if train_features.dtype in (torch.float16, torch.bfloat16):  # half precision: vote in float32
+        train_features = train_features.float()
     C = num_classes if num_classes is not None else int(train_labels.max()) + 1
     train_labels = train_labels.to(train_features.device)
     out = []
     for start in range(0, len(query_features), chunk):
-        q = query_features[start:start + chunk].to(train_features.device)  # (q, d)
+        q = query_features[start:start + chunk].to(train_features.device, train_features.dtype)  # (q, d)
         sims = q @ train_features.t()  # (q, n_train)
         top_sims, top_idx = sims.topk(k, dim=1)  # (q, k)
         votes = torch.exp((top_sims - top_sims[:, :1]) / sigma)  # (q, k), alpha up to a per-query constant
-        scores = torch.zeros(len(q), C, device=q.device)
+        scores = torch.zeros(len(q), C, device=q.device, dtype=votes.dtype)
         scores.scatter_add_(1, train_labels[top_idx], votes)  # (q, C): add each vote to its class
         out.append(scores)
     return torch.cat(out)
@@ -81,6 +87,7 @@ def rank_classes(scores: torch.Tensor) -> torch.Tensor:
 def knn_accuracy(train_features, train_labels, query_features, query_labels, k: int = 200, sigma: float = 0.1,
                  num_classes: int | None = None, chunk: int = 1024) -> tuple[float, float]:
     """Weighted-kNN (top-1, top-5) accuracy in [0, 1]. k = 1 is plain 1-NN."""
+    check_labels(query_labels, len(query_features), "query_labels")
     scores = knn_scores(train_features, train_labels, query_features, k, sigma, num_classes, chunk)
     ranked = rank_classes(scores).cpu()  # (Q, C)
     truth = query_labels.cpu().view(-1, 1)

@@ -19,7 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .validate import check_bank_momentum, check_batch, check_size
+from .validate import check_bank_momentum, check_batch, check_finite, check_size
 
 BANK_MOMENTUM = 0.5  # the paper's code (lemniscate): v <- normalize(0.5 v + 0.5 f)
 
@@ -72,6 +72,7 @@ class MemoryBank(nn.Module):
     def fill(self, features: torch.Tensor) -> None:
         """Overwrite every row with ``features`` (n, dim), e.g. the untrained network's own features."""
         self.check(torch.arange(self.n, device=self.bank.device), features)
+        check_finite("features", features)
         self.bank.copy_(F.normalize(features.to(self.bank.dtype), dim=1))
         self.written_at.zero_()
 
@@ -79,6 +80,7 @@ class MemoryBank(nn.Module):
     def update(self, idx: torch.Tensor, features: torch.Tensor) -> None:
         """``v_i <- normalize(mu v_i + (1 - mu) f_i)`` for every i in the batch (after the loss read v_i)."""
         self.check(idx, features)
+        check_finite("features", features)
         mixed = self.momentum * self.bank.index_select(0, idx) + (1.0 - self.momentum) * features.to(self.bank.dtype)  # (B, dim)
         self.bank.index_copy_(0, idx, F.normalize(mixed, dim=1))
         self.written_at.index_fill_(0, idx, int(self.step))

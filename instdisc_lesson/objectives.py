@@ -96,6 +96,7 @@ class BankObjective(Objective):
 
     def forward(self, features: torch.Tensor, idx: torch.Tensor, gen: torch.Generator | None = None) -> torch.Tensor:
         self.memory.check(idx, features)
+        features = features.to(self.memory.bank.dtype)  # any float dtype in; the loss runs in the bank's
         # The loss and the proximal term read the bank rows of idx *before* after_step overwrites them.
         return self.loss(features, idx, gen) + proximal_term(features, self.memory.read(idx), self.lam)
 

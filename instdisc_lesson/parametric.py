@@ -41,5 +41,5 @@ class ParametricSoftmax(Objective):
 
     def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
         check_batch(features, idx, self.n, self.dim)
-        logits = self.classifier(features)  # (B, n): w_j^T v
+        logits = self.classifier(features.to(self.classifier.weight.dtype))  # (B, n): w_j^T v
         return F.cross_entropy(logits, idx)

@@ -84,6 +84,7 @@ class PIC(Objective):
 
     def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
         check_batch(features, idx, self.n, self.dim)
+        features = features.to(self.weight.dtype)  # any float dtype in; the loss runs in the weights'
         cand = self.candidates(idx)  # (C,)
         # A sparse lookup: the gradient of `weight` then holds only these C rows, so the cost of the
         # backward pass does not grow with n either (a dense (n, d) gradient would be mostly zeros),

@@ -20,13 +20,38 @@ def check_size(n: int, dim: int) -> None:
 
 
 def check_batch(features: torch.Tensor | None, idx: torch.Tensor, n: int, dim: int) -> None:
-    """features (B, dim) and instance indices (B,) in [0, n - 1]."""
-    if features is not None and (features.dim() != 2 or features.shape[1] != dim):
-        raise ValueError(f"features of shape {tuple(features.shape)} do not fit dim {dim}: expected (B, {dim})")
+    """features (B, dim), any float dtype, and instance indices (B,), an integer tensor in [0, n - 1]."""
+    if features is not None:
+        check_features("features", features, dim)
+    if idx.is_floating_point() or idx.dtype == torch.bool:
+        raise ValueError(f"indices must be an integer tensor (torch.long), got {idx.dtype}: pass idx.long()")
     if features is not None and features.shape[0] != idx.shape[0]:
         raise ValueError(f"{features.shape[0]} features for {idx.shape[0]} indices: they must match")
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise ValueError(f"indices must lie in [0, {n - 1}], got min {int(idx.min())}, max {int(idx.max())}")
+
+
+def check_features(name: str, features: torch.Tensor, dim: int | None = None) -> None:
+    """A float tensor (B, dim) (any float dtype: callers compute in their own)."""
+    if not torch.is_tensor(features) or not features.is_floating_point():
+        raise ValueError(f"{name} must be a float tensor, got {getattr(features, 'dtype', type(features).__name__)}")
+    if features.dim() != 2 or (dim is not None and features.shape[1] != dim):
+        expected = f"(B, {dim})" if dim is not None else "(B, d)"
+        raise ValueError(f"{name} of shape {tuple(features.shape)} do not fit dim {dim}: expected {expected}")
+
+
+def check_finite(name: str, x: torch.Tensor) -> None:
+    """No NaN or inf, checked before ``x`` is written anywhere (the memory bank): a bad row would spread."""
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError(f"{name} contain NaN or inf and were refused before they reached the memory bank: the model's "
+                         "output is broken (a too-large learning rate, or bad input images)")
+
+
+def check_labels(labels: torch.Tensor, n: int, name: str = "labels") -> None:
+    """One integer label per feature row."""
+    if labels.is_floating_point() or len(labels) != n:
+        raise ValueError(f"{name}: {len(labels)} labels of dtype {labels.dtype} for {n} features; "
+                         "need one integer label per feature")
 
 
 def check_tau(tau: float) -> None:
@@ -67,6 +92,11 @@ def check_window(n: int, window: int, stride: int) -> None:
     if not 1 <= stride <= window <= n:
         raise ValueError(f"need 1 <= stride <= window <= n, got stride={stride}, window={window}, n={n} "
                          "(--stride, --window; PIC slides a window of D instances by S)")
+
+
+def check_queries(query_features: torch.Tensor) -> None:
+    if len(query_features) == 0:
+        raise ValueError("query_features is empty: there is nothing to classify")
 
 
 def check_k(k: int, n_train: int) -> None:

@@ -110,3 +110,20 @@ def test_linear_probe_is_fair_to_features_of_any_scale():
     small, large = linear_probe(f[:200] * 1e-3, y[:200], f[200:] * 1e-3, y[200:]), linear_probe(f[:200], y[:200], f[200:], y[200:])
     assert small["top1"] == pytest.approx(large["top1"], abs=0.011) and small["alpha"] == large["alpha"]
     assert small["alpha"] in linear_probe.__defaults__[0]
+
+
+def test_knn_takes_any_float_dtype_and_refuses_bad_inputs_by_name():
+    g = torch.Generator().manual_seed(2)
+    tf = torch.nn.functional.normalize(torch.randn(60, 8, generator=g), dim=1)
+    q = torch.nn.functional.normalize(torch.randn(12, 8, generator=g), dim=1)
+    y, qy = torch.arange(60) % 4, torch.arange(12) % 4
+    reference = knn_accuracy(tf, y, q, qy, k=7)
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        # half precision rounds the cosines, so only the float64 result must match to the query
+        got = knn_accuracy(tf.to(dtype), y, q.to(dtype), qy, k=7)
+        assert got == reference or dtype != torch.float64
+        assert 0.0 <= got[0] <= got[1] <= 1.0
+    for args, message in (((tf, y[:50], q, qy), "50 labels"), ((tf, y, q[:0], qy[:0]), "query_features is empty"),
+                          ((tf, y, q, qy[:5]), "query_labels: 5 labels"), ((tf.long(), y, q, qy), "must be a float tensor")):
+        with pytest.raises(ValueError, match=message):
+            knn_accuracy(*args, k=7)

@@ -65,3 +65,17 @@ def test_bad_features_and_indices_are_rejected():
         bank.update(torch.tensor([10]), torch.ones(1, 4))
     with pytest.raises(ValueError, match=r"indices must lie in \[0, 9\]"):
         bank.update(torch.tensor([-1]), torch.ones(1, 4))
+
+
+def test_nan_features_and_float_indices_never_reach_the_bank():
+    bank = MemoryBank(10, 4, generator=torch.Generator().manual_seed(0))
+    before = bank.bank.clone()
+    with pytest.raises(ValueError, match="NaN or inf and were refused"):
+        bank.update(torch.tensor([1, 2]), torch.full((2, 4), float("nan")))
+    with pytest.raises(ValueError, match="NaN or inf"):
+        bank.fill(torch.full((10, 4), float("inf")))
+    with pytest.raises(ValueError, match="integer tensor"):
+        bank.update(torch.tensor([1.0, 2.0]), torch.ones(2, 4))
+    assert torch.equal(bank.bank, before) and int(bank.step) == 0
+    bank.update(torch.tensor([3]), torch.tensor([[1.0, 0, 0, 0]], dtype=torch.float16))  # any float dtype is fine
+    assert bank.bank.dtype == torch.float32 and torch.isfinite(bank.bank).all()

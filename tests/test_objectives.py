@@ -246,3 +246,14 @@ def test_probabilities_match_eq2_by_hand():
         assert P[b].tolist() == pytest.approx([w / sum(weights) for w in weights], rel=1e-5)
     with pytest.raises(ValueError, match="tau=0 must be > 0"):
         probabilities(f, bank, 0)
+
+
+@pytest.mark.parametrize("name", ["parametric", "softmax", "nce", "pic"])
+def test_objectives_take_any_float_dtype(name):
+    """fp16/bf16/fp64 features give the float32 loss (to the features' rounding), never a dtype error."""
+    obj = build_objective(quick_config(objective=name, dim=4, nce_m=3), 10)
+    f, idx = unit(3, 4, seed=5), torch.tensor([1, 4, 7])
+    reference = obj(f, idx, torch.Generator().manual_seed(0)).item()
+    for dtype in (torch.float16, torch.bfloat16, torch.float64):
+        got = obj(f.to(dtype), idx, torch.Generator().manual_seed(0))
+        assert got.dtype == torch.float32 and got.item() == pytest.approx(reference, rel=0.05)
