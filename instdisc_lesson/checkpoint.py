@@ -23,15 +23,19 @@ class CheckpointError(RuntimeError):
 def atomic_write(path, write) -> None:
     """Call ``write(tmp_path)``, then move tmp over ``path`` in one step. The old file survives any failure."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    except BaseException as err:
+        if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(err, OSError):  # a read-only folder, a full disk, ...: a message, and the old file kept
+            raise CheckpointError(f"could not write {path} ({err.strerror or err}): the previous version, if any, is "
+                                  "kept. Free some disk space or choose a writable --out folder") from None
         raise
 
 

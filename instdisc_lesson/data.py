@@ -94,6 +94,8 @@ def _read_cifar_batches(folder: Path, train: bool) -> tuple[np.ndarray, np.ndarr
             entry = pickle.load(fh, encoding="latin1")
         arrays.append(np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, IMAGE_SIZE, IMAGE_SIZE))
         labels.extend(entry["labels"] if "labels" in entry else entry["fine_labels"])
+        if len(labels) != sum(len(a) for a in arrays):
+            raise ValueError(f"{name} holds {len(arrays[-1])} images but a different number of labels")
     return np.concatenate(arrays), np.asarray(labels, dtype=np.int64)
 
 
@@ -124,7 +126,7 @@ def load_cifar10(root=None, train: bool = True, download: bool = True) -> Instan
         if meta.exists():
             with open(meta, "rb") as fh:
                 classes = tuple(pickle.load(fh, encoding="latin1")["label_names"])
-    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as err:
+    except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError, AttributeError, IndexError) as err:
         raise DatasetUnavailableError(
             f"The CIFAR-10 files in {folder} are unreadable ({type(err).__name__}: {err}).\n"
             "Delete that folder and download again, or use quick mode (INSTDISC_QUICK=1)."
@@ -139,6 +141,10 @@ def pil_to_tensor32(image) -> torch.Tensor:
     """Any PIL image -> uint8 (3, 32, 32): RGB, centre-cropped to a square, resized with antialiasing."""
     from PIL import Image
 
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):  # 16-bit (or 32-bit int) grey: scale, do not clip
+        array = np.asarray(image, dtype=np.int64)
+        scale = 257 if image.mode.startswith("I;16") or array.max() > 255 else 1  # 65535 / 257 = 255
+        image = Image.fromarray((array // scale).clip(0, 255).astype(np.uint8), mode="L")
     image = image.convert("RGB")
     w, h = image.size
     side = min(w, h)
@@ -162,17 +168,22 @@ def _read_split(split_dir: Path, classes: tuple[str, ...] | None):
         raise ValueError(f"image folder {split_dir} has no class sub-folders: expected {split_dir}/<class_name>/<images>")
     images, labels, bad = [], [], []
     for label, name in enumerate(classes):
-        for path in sorted((split_dir / name).glob("*")) if (split_dir / name).is_dir() else []:
-            if path.suffix.lower() not in IMAGE_SUFFIXES:
+        folder = split_dir / name
+        # Images in sub-folders of a class folder belong to that class too (hidden files and folders aside).
+        paths = sorted(p for p in folder.rglob("*") if not any(part.startswith(".") for part in p.relative_to(folder).parts)) \
+            if folder.is_dir() else []
+        for path in paths:
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
                 continue
             try:
                 with Image.open(path) as img:
                     images.append(pil_to_tensor32(img))
                 labels.append(label)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
-                bad.append(path)
+            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+                bad.append(path)  # unreadable, or so large that decoding it could exhaust memory
     if bad:
-        warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {split_dir}, e.g. {bad[0]}", stacklevel=3)
+        warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {split_dir}, e.g. {bad[0]} "
+                      "(damaged, not an image, or too large to decode safely)", stacklevel=3)
     if not images:
         raise ValueError(
             f"image folder {split_dir} holds no readable images "
@@ -193,6 +204,14 @@ def load_image_folder(path, holdout: float = 0.2, seed: int = 0) -> tuple[Instan
         raise ValueError(f"image folder {root} does not exist")
     images, labels, classes = _read_split(root / "train", None)
     if (root / "test").is_dir():
+        test_classes = {p.name for p in (root / "test").iterdir() if p.is_dir() and not p.name.startswith(".")}
+        if test_classes and not test_classes & set(classes):
+            raise ValueError(f"{root / 'test'} has classes {', '.join(sorted(test_classes))}, none of which is in "
+                             f"{root / 'train'} ({', '.join(classes)}): name the class folders alike in both")
+        if test_classes - set(classes):
+            warnings.warn(f"{root / 'test'}: class folder(s) {', '.join(sorted(test_classes - set(classes)))} are not in "
+                          "train/, so their images are left out of the evaluation (kNN can only predict train classes)",
+                          stacklevel=2)
         test_images, test_labels, _ = _read_split(root / "test", classes)
         train = InstanceDataset(images, labels, classes, f"{root.name}-train")
         return train, InstanceDataset(test_images, test_labels, classes, f"{root.name}-test")

@@ -133,3 +133,59 @@ def test_image_folder_errors(tmp_path, layout, message):
 def test_load_dataset_rejects_unknown_name():
     with pytest.raises(ValueError, match="unknown data 'imagenet'"):
         data.load_dataset("imagenet")
+
+
+# -- round two (issue 16): inputs that used to give silent wrong results ------------------------------------------
+def _save(path, array, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode=mode).save(path) if mode else Image.fromarray(array).save(path)
+
+
+def test_16_bit_png_is_scaled_not_clipped_to_white(tmp_path):
+    grey = np.full((40, 40), 32768, dtype=np.uint16)  # mid-grey in 16 bits
+    _save(tmp_path / "grey16.png", grey)
+    with Image.open(tmp_path / "grey16.png") as img:
+        assert img.mode.startswith("I")  # Pillow opens it as a 16/32-bit integer image
+        pixels = data.pil_to_tensor32(img)
+    assert pixels.shape == (3, 32, 32) and int(pixels.float().mean().round()) == 127  # 32768 / 257, not 255
+
+
+def test_nested_images_belong_to_their_class_and_odd_test_classes_are_reported(tmp_path):
+    rng = np.random.default_rng(0)
+    img = lambda: rng.integers(0, 255, (36, 36, 3), dtype=np.uint8)  # noqa: E731
+    for c in ("cat", "dog"):
+        _save(tmp_path / "d" / "train" / c / "a.png", img())
+        _save(tmp_path / "d" / "train" / c / "2019" / "b.png", img())   # nested: still this class
+        _save(tmp_path / "d" / "train" / c / ".thumbs" / "t.png", img())  # hidden: left out
+        _save(tmp_path / "d" / "test" / c / "c.png", img())
+    _save(tmp_path / "d" / "test" / "bird" / "x.png", img())
+    with pytest.warns(UserWarning, match="bird are not in train/"):
+        train, test = data.load_image_folder(tmp_path / "d")
+    assert len(train) == 4 and train.labels.tolist() == [0, 0, 1, 1] and len(test) == 2
+
+    for c, other in (("cat", "car"), ("dog", "bus")):
+        _save(tmp_path / "e" / "train" / c / "a.png", img())
+        _save(tmp_path / "e" / "test" / other / "a.png", img())
+    with pytest.raises(ValueError, match="none of which is in"):
+        data.load_image_folder(tmp_path / "e")
+
+
+def test_a_decompression_bomb_is_skipped_with_a_warning(tmp_path, monkeypatch):
+    for i in range(3):
+        _save(tmp_path / "b" / "train" / "x" / f"{i}.png", np.zeros((40, 40, 3), dtype=np.uint8))
+    _save(tmp_path / "b" / "train" / "x" / "huge.png", np.zeros((400, 400, 3), dtype=np.uint8))
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 400 x 400 is now more than twice the limit
+    with pytest.warns(UserWarning, match="skipped 1 unreadable image file.*too large"):
+        images, labels, _ = data._read_split(tmp_path / "b" / "train", None)
+    assert len(images) == 3
+
+
+def test_malformed_cifar_batches_give_clear_message(tmp_path):
+    import pickle
+
+    folder = tmp_path / "cifar-10-batches-py"
+    write_cifar_batches(folder)
+    with open(folder / "data_batch_3", "wb") as fh:
+        pickle.dump(["not", "a", "batch"], fh)
+    with pytest.raises(DatasetUnavailableError, match="unreadable"):
+        data.load_cifar10(tmp_path, train=True, download=False)

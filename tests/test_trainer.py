@@ -160,3 +160,21 @@ def test_resume_on_other_images_of_the_same_size_is_refused(tiny, tmp_path):
     other = Trainer(tiny_cfg(epochs=1), make_dataset(64, seed=5), test, progress=False)
     with pytest.raises(CheckpointError, match="other training images"):
         other.load(tmp_path / "checkpoint.pt")
+
+
+def test_full_disk_while_saving_gives_a_message_and_keeps_the_checkpoint(tiny, tmp_path, monkeypatch):
+    import errno
+
+    train, test = tiny
+    trainer = Trainer(tiny_cfg(epochs=1), train, test, out_dir=tmp_path, progress=False)
+    trainer.fit()
+    before = (tmp_path / "checkpoint.pt").read_bytes()
+
+    def disk_full(obj, path):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_full)
+    with pytest.raises(CheckpointError, match="No space left on device.*previous version.*is kept"):
+        trainer.save(tmp_path / "checkpoint.pt")
+    assert (tmp_path / "checkpoint.pt").read_bytes() == before
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
