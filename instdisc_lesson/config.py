@@ -79,17 +79,33 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+# The course's repository, named once: the notebooks' Colab badges and install lines are checked against
+# it by tests/test_notebooks.py, so moving the course means changing this line and rewriting those.
+REPO = "instdisc-course/instdisc-lesson"
+REPO_URL = f"https://github.com/{REPO}"
+PIP_SPEC = f"instdisc-lesson[course] @ git+{REPO_URL}"  # what a notebook's setup cell installs in Colab
+
+
+def project_root() -> Path:
+    """Where ``runs/`` and ``data/`` go by default: the course checkout when the package runs from one
+    (an editable install, or the source tree), else the current working directory, never site-packages."""
+    checkout = Path(__file__).resolve().parent.parent
+    if (checkout / "pyproject.toml").is_file() and (checkout / "notebooks").is_dir():
+        return checkout
+    return Path.cwd()
+
+
 def data_root(root: str | os.PathLike | None = None) -> Path:
-    """Where datasets live: the argument, else ``$INSTDISC_DATA``, else ``data/`` at the project top."""
+    """Where datasets live: the argument, else ``$INSTDISC_DATA``, else ``data/`` beside the course (see ``project_root``)."""
     if root is not None:
         return Path(root).expanduser()
     env = os.environ.get("INSTDISC_DATA")
     if env:
         return Path(env).expanduser()
-    return Path(__file__).resolve().parent.parent / "data"
+    return project_root() / "data"
 
 
 def runs_root() -> Path:
-    """Where the notebooks cache their trained runs: ``$INSTDISC_RUNS``, else ``runs/`` at the project top."""
+    """Where the notebooks cache their trained runs: ``$INSTDISC_RUNS``, else ``runs/`` beside the course."""
     env = os.environ.get("INSTDISC_RUNS")
-    return Path(env).expanduser() if env else Path(__file__).resolve().parent.parent / "runs"
+    return Path(env).expanduser() if env else project_root() / "runs"

@@ -72,3 +72,18 @@ def test_import_is_light():
     seconds, heavy = float(out[0]), out[1].strip()
     assert heavy == "[]", f"heavy modules imported by instdisc_lesson: {heavy}"
     assert seconds < 1.0, f"import instdisc_lesson took {seconds:.2f} s beyond torch itself"
+
+
+def test_runs_and_data_resolve_beside_the_course_or_the_working_directory(monkeypatch, tmp_path):
+    monkeypatch.delenv("INSTDISC_RUNS", raising=False)
+    monkeypatch.delenv("INSTDISC_DATA", raising=False)
+    checkout = config.project_root()
+    assert (checkout / "pyproject.toml").is_file()  # the tests run from the checkout
+    assert config.runs_root() == checkout / "runs" and config.data_root() == checkout / "data"
+    # installed elsewhere (site-packages): the learner's working directory, not the package folder
+    fake = tmp_path / "site-packages" / "instdisc_lesson" / "config.py"
+    fake.parent.mkdir(parents=True)
+    monkeypatch.setattr(config, "__file__", str(fake))
+    monkeypatch.chdir(tmp_path)
+    assert config.project_root() == tmp_path
+    assert config.runs_root() == tmp_path / "runs" and "instdisc_lesson" not in str(config.data_root())

@@ -29,3 +29,15 @@ def test_notebook_is_stored_clean_and_well_formed(path):
     assert exercises and len(solutions) == len(exercises), "each exercise needs a hidden, checked solution"
     assert all("check_" in "".join(c["source"]) for c in exercises + solutions)
     assert any("assert " in "".join(c["source"]) for c in code), "no assert cell: nothing is checked"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_badge_and_colab_install_name_the_one_repository(path):
+    """The repository URL lives in config.REPO; every badge and setup cell must agree with it."""
+    from instdisc_lesson.config import PIP_SPEC, REPO
+
+    nb = json.loads(path.read_text())
+    badge = "".join(nb["cells"][0]["source"])
+    assert f"colab.research.google.com/github/{REPO}/blob/main/notebooks/{path.name}" in badge
+    setup = "".join(next(c for c in nb["cells"] if c["cell_type"] == "code")["source"])
+    assert f'"{PIP_SPEC}"' in setup, "the setup cell must install the course extra from config.REPO"
