@@ -13,6 +13,7 @@ phenomenon is shown from a **record**: one JSON file per real run, made once by
     knn_top1, knn_top5          kNN on the 10,000 test images at the end
     random_init_knn_top1/5, raw_pixel_knn_top1/5   the baselines, on the same images
     config                      the full TrainConfig
+    note (optional)             anything a reader of the numbers should know (e.g. shared cores)
 
 Example:
     >>> from instdisc_lesson import records
@@ -68,7 +69,7 @@ def describe(record: dict) -> str:
     """One line: what ran, where, on what, for how long, and the result beside its baselines."""
     return (f"{record['label']}: kNN top-1 {record['knn_top1']:.1%} (untrained {record['random_init_knn_top1']:.1%}, "
             f"raw pixels {record['raw_pixel_knn_top1']:.1%}); {record['epochs']} epochs, "
-            f"{record['train_seconds'] / 60:.0f} min on {record['device']}")
+            f"{record['train_seconds'] / 60:.0f} min on {record['device']}" + (f". Note: {record['note']}" if record.get("note") else ""))
 
 
 def train_args(record: dict, out_dir) -> list[str]:
