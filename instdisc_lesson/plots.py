@@ -170,8 +170,8 @@ def plot_records(records: dict, highlight: str | None = None, title: str = "", l
     first = next(iter(records.values()))
     for name, key in (("untrained network", "random_init_knn_top1"), ("raw pixels", "raw_pixel_knn_top1")):
         a2.axhline(100 * first[key], ls="--", lw=1, color="gray")
-        a2.annotate(f"{name} {100 * first[key]:.1f}", (1, 100 * first[key]), xytext=(2, 3), textcoords="offset points",
-                    fontsize=7, color="gray")
+        a2.annotate(f"{name} {100 * first[key]:.1f}", (0.01, 100 * first[key]), xycoords=("axes fraction", "data"),
+                    xytext=(0, 3 if key == "raw_pixel_knn_top1" else -9), textcoords="offset points", fontsize=7, color="gray")
     a1.set_ylabel("training loss" + (" (log scale)" if logy else "")); a1.set_title("loss per epoch")
     a2.set_ylabel("kNN top-1 on the test images (%)"); a2.set_title("kNN accuracy")
     if logy:
