@@ -14,8 +14,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .memory_bank import BANK_MOMENTUM
-from .objectives import TAU, BankObjective
+from .objectives import BankObjective
 from .validate import check_tau
 
 
@@ -28,7 +27,8 @@ def probabilities(features: torch.Tensor, bank: torch.Tensor, tau: float) -> tor
 class NonParametricSoftmax(BankObjective):
     """Full softmax over the bank, with the bank's momentum update after each step.
 
-    The bank, its update and the proximal term come from :class:`~instdisc_lesson.objectives.BankObjective`.
+    The bank, its update, the proximal term and the constructor ``(n, dim, tau=0.07, bank_momentum=0.5, lam=0.0,
+    generator=None)`` come from :class:`~instdisc_lesson.objectives.BankObjective`.
 
     Attributes:
         memory: the :class:`MemoryBank` (n, dim).
@@ -43,10 +43,6 @@ class NonParametricSoftmax(BankObjective):
         >>> loss = objective(features, idx); loss.backward(); optimizer.step()
         >>> objective.after_step(features.detach(), idx)      # refresh the bank rows of this batch
     """
-
-    def __init__(self, n: int, dim: int, tau: float = TAU, bank_momentum: float = BANK_MOMENTUM, lam: float = 0.0,
-                 generator: torch.Generator | None = None):
-        super().__init__(n, dim, tau, bank_momentum, lam, generator)
 
     @classmethod
     def from_config(cls, cfg, n: int) -> "NonParametricSoftmax":
