@@ -8,10 +8,16 @@ Unset options take the paper's defaults (full mode) or the calibrated quick-mode
 mode, or ``--data quick``). The run writes ``RUN_DIR/checkpoint.pt`` after every epoch and finally
 ``RUN_DIR/metrics.json`` with ``knn_top1``, ``knn_top5``, ``random_init_knn_top1`` (the same model
 untrained, on the same data), ``raw_pixel_knn_top1``, ``history`` and ``config``.
+
+The same command runs on N processes (CPU with gloo, or one GPU each with NCCL) under torchrun;
+``--batch-size`` is then the global batch, and rank 0 alone writes (notebook 08):
+
+    torchrun --standalone --nproc_per_node 2 -m instdisc_lesson train --data quick --objective nce --epochs 3 --out runs/ddp
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -19,6 +25,7 @@ import threading
 import time
 from pathlib import Path
 
+from . import distributed as dist
 from .checkpoint import CheckpointError, atomic_write, run_lock
 from .config import describe_setup, is_quick
 from .data import DatasetUnavailableError, load_dataset
@@ -30,7 +37,7 @@ from .recipe import TrainConfig, paper_config, quick_config
 _OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",
             "lr": "lr", "batch_size": "batch_size", "seed": "seed", "lam": "lam", "bank_momentum": "bank_momentum",
             "z_mode": "z_mode", "knn_k": "knn_k", "window": "window", "stride": "stride", "recent_k": "recent_k",
-            "bank_init": "bank_init", "compile": "compile", "eval_every": "eval_every"}
+            "bank_init": "bank_init", "compile": "compile", "eval_every": "eval_every", "sync_batchnorm": "sync_batchnorm"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,6 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, help="random seed (default 0)")
     t.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (warm-up time reported separately)")
+    t.add_argument("--sync-bn", dest="sync_batchnorm", action="store_true", default=None,
+                   help="under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json and metrics.json go here")
     return parser
@@ -77,6 +86,8 @@ def build_config(args) -> TrainConfig:
     overrides = {field: getattr(args, opt) for opt, field in _OPTIONS.items() if getattr(args, opt) is not None}
     if args.correction is not None:
         overrides["correction"] = args.correction
+    if dist.world_size() > 1:  # started by torchrun: the number of processes is part of the run
+        overrides["world_size"] = dist.world_size()
     return base(**overrides, data=data)
 
 
@@ -94,20 +105,24 @@ def train_command(args) -> dict:
     from .knn import raw_pixel_knn
     from .trainer import Trainer
 
+    device = dist.setup(args.device)  # joins torchrun's job, if there is one
     cfg = build_config(args)
     out = run_folder(args.out)
+    rank0 = dist.rank() == 0
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not args.resume:
         raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     train, test = load_dataset(cfg.data, args.data_root)
-    print(describe_setup(), file=sys.stderr)
-    with run_lock(out):  # one run per folder: a second process on the same --out is refused
-        trainer = Trainer(cfg, train, test, device=args.device, out_dir=out)
+    say = (lambda text: print(text, file=sys.stderr)) if rank0 else (lambda text: None)
+    say(describe_setup() + (f" | {cfg.world_size} processes (torchrun)" if cfg.world_size > 1 else ""))
+    # One run per folder: a second process on the same --out is refused. Under torchrun rank 0 holds the lock.
+    with run_lock(out) if rank0 else contextlib.nullcontext():
+        trainer = Trainer(cfg, train, test, device=device, out_dir=out)
         if args.resume and ckpt.exists():
             trainer.load(ckpt)
-            print(f"resuming {out} from epoch {trainer.epoch}", file=sys.stderr)
+            say(f"resuming {out} from epoch {trainer.epoch}")
         elif args.resume:
-            print(f"--resume: {out} holds no checkpoint yet, so this starts a new run there", file=sys.stderr)
+            say(f"--resume: {out} holds no checkpoint yet, so this starts a new run there")
         start = time.perf_counter()
         trainer.fit()
         top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]
@@ -121,8 +136,10 @@ def train_command(args) -> dict:
             "history": trainer.history, "config": cfg.to_dict(),
         }
         text = json.dumps(metrics, indent=2)
-        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
-    print(f"kNN top-1 {top1:.1%} (random init {metrics['random_init_knn_top1']:.1%}, raw pixels {raw1:.1%}) -> {out / 'metrics.json'}")
+        if rank0:
+            atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+    if rank0:
+        print(f"kNN top-1 {top1:.1%} (random init {metrics['random_init_knn_top1']:.1%}, raw pixels {raw1:.1%}) -> {out / 'metrics.json'}")
     return metrics
 
 
@@ -150,6 +167,7 @@ def main(argv=None) -> int:
             parser.exit(code, f"{how}: the last complete epoch is saved in {ckpt.parent}; continue with --resume\n")
         parser.exit(code, f"{how} before the first epoch finished: nothing was saved\n")
     finally:
+        dist.cleanup()
         if on_main_thread:
             signal.signal(signal.SIGTERM, previous)
     return 0

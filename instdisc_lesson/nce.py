@@ -28,6 +28,7 @@ import math
 
 import torch
 
+from .distributed import all_logsumexp
 from .memory_bank import BANK_MOMENTUM
 from .objectives import TAU, BankObjective
 from .validate import check_nce_m, check_z
@@ -134,8 +135,10 @@ class NCE(BankObjective):
 
     @torch.no_grad()
     def update_Z(self, scores: torch.Tensor) -> None:
-        """Eq. 7 on this batch: ``log Z_batch = log n + log mean exp(scores)``, then once or EMA."""
-        log_Z_batch = math.log(self.memory.n) + torch.logsumexp(scores.flatten().float(), 0) - math.log(scores.numel())
+        """Eq. 7 on this batch: ``log Z_batch = log n + log mean exp(scores)``, then once or EMA.
+        Under torchrun the mean runs over the scores of all ranks, so Z is one number everywhere."""
+        lse, count = all_logsumexp(scores)  # this batch's scores; under torchrun, every rank's
+        log_Z_batch = math.log(self.memory.n) + lse - math.log(count)
         if torch.isnan(self.log_Z):  # first batch
             if not torch.isfinite(log_Z_batch):
                 raise FloatingPointError(

@@ -19,7 +19,7 @@ from .models import MODELS
 from .nce import NCE_M, Z_MODES
 from .objectives import OBJECTIVES, TAU, objective_class
 from .validate import (check_bank_init, check_bank_momentum, check_choice, check_lam, check_positive,
-                       check_positive_int, check_recent_k, check_sgd, check_tau, check_z)
+                       check_positive_int, check_recent_k, check_sgd, check_tau, check_world, check_z)
 
 
 @dataclass
@@ -53,6 +53,8 @@ class TrainConfig:
     knn_sigma: float = 0.1
     eval_every: int = 1
     compile: bool = False  # torch.compile the model; the first step's warm-up is reported separately
+    world_size: int = 1  # processes training together (torchrun); batch_size is the global batch over all of them
+    sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only)
     seed: int = 0
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
@@ -73,6 +75,7 @@ class TrainConfig:
         check_bank_init(self.bank_init)
         check_z(self.z_mode, self.z_momentum, Z_MODES)
         check_recent_k(self.recent_k)
+        check_world(self.world_size, self.batch_size)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -54,10 +54,11 @@ def standard_epoch(n: int, gen: torch.Generator | None = None) -> torch.Tensor:
     return torch.randperm(n, generator=gen, device=gen.device if gen is not None else "cpu")
 
 
-def batches(order: torch.Tensor, batch_size: int) -> list[torch.Tensor]:
-    """Split an epoch's order into batches; a last batch of one image joins the previous (BatchNorm needs 2)."""
+def batches(order: torch.Tensor, batch_size: int, min_size: int = 2) -> list[torch.Tensor]:
+    """Split an epoch's order into batches; a last batch under ``min_size`` joins the previous one
+    (BatchNorm needs 2 images; under ``torchrun``, 2 on each of the W ranks: ``min_size = 2 W``)."""
     split = list(order.split(batch_size))
-    if len(split) > 1 and len(split[-1]) == 1:
+    if len(split) > 1 and len(split[-1]) < min_size:
         split[-2:] = [torch.cat(split[-2:])]
     return split
 

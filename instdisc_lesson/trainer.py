@@ -10,7 +10,9 @@ Taught in notebook 06. One step of instance discrimination, whatever the objecti
     objective.after_step(f.detach(), idx)    # memory-bank update (no-op for the parametric softmax)
 
 The loop talks to the objective only through the protocol of ``objectives.py``; the run's settings
-are a :class:`~instdisc_lesson.recipe.TrainConfig` (``recipe.py``).
+are a :class:`~instdisc_lesson.recipe.TrainConfig` (``recipe.py``). Under ``torchrun`` the same loop
+runs on every process, each on its shard of every batch, with the bank kept identical on all of them
+(``distributed.py``, notebook 08); with one process those steps do nothing.
 
 The data sits on the training device as uint8 and is indexed and augmented there (no DataLoader).
 After every epoch the trainer recomputes kNN accuracy on the test set, appends to ``history``, and
@@ -27,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed as dist
 from .augment import augment
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
 from .config import get_device
@@ -59,7 +62,13 @@ class Trainer:
         if test is not None:
             check_k(cfg.knn_k, n)
         self.cfg, self.train_set, self.test_set = cfg, train, test
+        self.rank, self.world = dist.rank(), dist.world_size()
+        if cfg.world_size != self.world:
+            raise ValueError(f"the config says world_size={cfg.world_size}, but this process is one of {self.world}: "
+                             "start the run with torchrun --nproc_per_node set to the config's world_size")
         self.device = get_device(device)
+        if cfg.sync_batchnorm and self.device.type != "cuda":
+            raise ValueError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm runs on GPUs only): leave it out on a CPU")
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.progress = progress
         self.images = train.images.to(self.device)  # (n, 3, 32, 32) uint8, resident on the device
@@ -70,15 +79,29 @@ class Trainer:
         if cfg.bank_init == "features":
             self.objective.start_from(initial)
         self.timings = {}  # e.g. compile_warmup_seconds: the first compiled step, kept out of the epoch times
-        self.net = torch.compile(self.model) if cfg.compile else self.model  # what a training step calls
+        self.net = self._parallel(self.model)
+        self.net = torch.compile(self.net) if cfg.compile else self.net  # what a training step calls
         self.optimizer = self.objective.make_optimizer(list(self.model.parameters()) + list(self.objective.parameters()), cfg)
         self.sampler = SlidingWindowSampler(n, cfg.window, cfg.stride or cfg.window, cfg.seed) if cfg.window else None
         milestones = sorted({max(1, round(f * cfg.epochs)) for f in cfg.lr_milestones})
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=0.1)
-        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        # Augmentations and noise: a stream per rank (rank 0's is the single-process one). The epoch's order
+        # is drawn on rank 0 and broadcast, so every rank shards the same permutation.
+        self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + self.rank)
         self.epoch, self.history, self.baselines = 0, [], {}
         self.last_loss, self.step_losses = float("nan"), []  # the latest step's loss; this epoch's, step by step
         self.step_hooks = []  # callables hook(trainer, idx, features), run after each step, before the bank update
+
+    def _parallel(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The network as each step calls it: itself, or under torchrun wrapped in DistributedDataParallel."""
+        if self.world == 1:
+            return model
+        from torch.nn.parallel import DistributedDataParallel
+
+        if self.cfg.sync_batchnorm:  # batch statistics over the global batch instead of each rank's shard
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            self.model = model
+        return DistributedDataParallel(model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
 
     def embed_train(self) -> torch.Tensor:
         """Features of every training image, un-augmented, with BatchNorm in training mode (as in a step)."""
@@ -94,8 +117,9 @@ class Trainer:
             f = self.net(x)
         f = f.float()  # (B, d); the objective runs in float32 (and in log space)
         loss = self.objective(f, idx, self.gen)
-        # One scalar read per step (a GPU sync): it lets a NaN stop training before the bad update.
-        self.last_loss = loss.item()
+        # One scalar read per step (a GPU sync): it lets a NaN stop training before the bad update. Under
+        # torchrun it is the mean over the ranks, so every rank stops at the same step.
+        self.last_loss = dist.all_mean(loss.detach()).item()
         if not math.isfinite(self.last_loss):
             raise FloatingPointError(
                 f"the loss became {self.last_loss} at epoch {self.epoch + 1}, step {len(self.step_losses) + 1}: "
@@ -103,11 +127,14 @@ class Trainer:
                 "the last complete epoch's checkpoint and history are kept."
             )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # under torchrun, DDP averages the network's gradients over the ranks here
+        dist.average_gradients(self.objective.parameters())  # ... and this the objective's own (eq. 1's W, PIC's rows)
         self.optimizer.step()
+        # Every rank refreshes its bank with the whole global batch, so the banks stay identical.
+        f_all, idx_all = dist.all_gather_cat(f.detach()), dist.all_gather_cat(idx)
         for hook in self.step_hooks:  # e.g. notebook 02 measures the bank's staleness here
-            hook(self, idx, f.detach())
-        self.objective.after_step(f.detach(), idx)
+            hook(self, idx_all, f_all)
+        self.objective.after_step(f_all, idx_all)
         return f.detach()
 
     def train_epoch(self) -> float:
@@ -117,15 +144,18 @@ class Trainer:
             order = standard_epoch(len(self.images), self.gen)
         else:  # PIC: this epoch's window of D instances
             order = self.sampler.window(self.epoch, self.gen).to(self.device)
+        order = dist.broadcast(order)  # under torchrun: rank 0's order on every rank
         total, count, self.step_losses = 0.0, 0, []
-        for idx in batches(order, self.cfg.batch_size):
+        for batch in batches(order, self.cfg.batch_size, min_size=2 * self.world):
+            idx = batch.tensor_split(self.world)[self.rank]  # this rank's shard of the global batch
             warmup = self.cfg.compile and "compile_warmup_seconds" not in self.timings
             start = time.perf_counter()
             self.train_step(idx)
             if warmup:
                 self.timings["compile_warmup_seconds"] = time.perf_counter() - start
-            total, count = total + self.last_loss * len(idx), count + len(idx)
+            total, count = total + self.last_loss * len(batch), count + len(batch)
             self.step_losses.append(round(self.last_loss, 4))  # the loss of every step (notebook 04's oscillation)
+        dist.broadcast_buffers(self.model)  # under torchrun: rank 0's BatchNorm statistics everywhere
         self.scheduler.step()
         self.epoch += 1
         return total / count
@@ -145,8 +175,8 @@ class Trainer:
         if self.test_set is not None and "random_init_knn_top1" not in self.baselines:
             scores = self.evaluate()
             self.baselines.update(random_init_knn_top1=scores["knn_top1"], random_init_knn_top5=scores["knn_top5"])
-        bar = tqdm(range(self.epoch, target), desc=f"{self.cfg.objective}/{self.cfg.model}", disable=not self.progress,
-                   initial=self.epoch, total=target)
+        bar = tqdm(range(self.epoch, target), desc=f"{self.cfg.objective}/{self.cfg.model}",
+                   disable=not self.progress or self.rank > 0, initial=self.epoch, total=target)
         for _ in bar:
             start = time.perf_counter()
             warmed_before = "compile_warmup_seconds" in self.timings
@@ -172,12 +202,18 @@ class Trainer:
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        return {
+        """The run's state. Under torchrun every rank must call it: it gathers each rank's random stream."""
+        state = {
             "config": self.cfg.to_dict(), "n": len(self.train_set), "data": self.data_fingerprint(), "epoch": self.epoch,
             "model": self.model.state_dict(), "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "generator": self.gen.get_state(), "history": self.history, "baselines": self.baselines,
         }
+        if self.world > 1:
+            mine = self.gen.get_state().to(self.device)
+            gathered = dist.all_gather_cat(mine.view(1, -1)).cpu()
+            state["rank_generators"] = [row.clone() for row in gathered]  # one per rank, each its own tensor
+        return state
 
     def data_fingerprint(self) -> str:
         """SHA-256 of the training images and labels (first 16 hex digits): tells two data sets of one size apart."""
@@ -188,7 +224,11 @@ class Trainer:
         return self._fingerprint
 
     def save(self, path) -> None:
-        save_checkpoint(path, self.state_dict())
+        """Write the checkpoint (under torchrun: every rank calls this, rank 0 alone writes)."""
+        state = self.state_dict()
+        if self.rank == 0:
+            save_checkpoint(path, state)
+        dist.barrier()  # when save returns, every rank can read the file
 
     def load(self, path) -> None:
         """Restore a run saved by :meth:`save`, checked first: it must be this trainer's checkpoint, made with
@@ -202,7 +242,14 @@ class Trainer:
         if state["n"] != len(self.train_set):
             raise CheckpointError(f"checkpoint {path} was made for {state['n']} training images, this dataset has "
                                   f"{len(self.train_set)}: use another --out folder")
-        saved, mine = state["config"], self.cfg.to_dict()
+        mine = self.cfg.to_dict()
+        saved = {**TrainConfig().to_dict(), **state["config"]}  # settings added since it was saved: their defaults
+        if saved["world_size"] != self.cfg.world_size:
+            raise CheckpointError(
+                f"checkpoint {path} was made by {saved['world_size']} process(es) and this run has {self.cfg.world_size}: "
+                "each process's shard and random stream belong to that number. Resume with "
+                + ("plain python -m instdisc_lesson (no torchrun)" if saved["world_size"] == 1 else
+                   f"torchrun --nproc_per_node {saved['world_size']}") + ", or use another --out folder")
         changed = [key for key in mine if key not in RESUMABLE_CHANGES and saved.get(key) != mine[key]]
         if changed:
             raise CheckpointError(
@@ -216,11 +263,11 @@ class Trainer:
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.gen.set_state(state["generator"])
+        self.gen.set_state(state["rank_generators"][self.rank] if self.world > 1 else state["generator"])
         self.epoch, self.history, self.baselines = state["epoch"], state["history"], state["baselines"]
 
     def _write_history(self) -> None:
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.rank == 0:
             text = json.dumps({"history": self.history, "baselines": self.baselines, "timings": self.timings}, indent=2)
             atomic_write(self.out_dir / "history.json", lambda tmp: Path(tmp).write_text(text))
 

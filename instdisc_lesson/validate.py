@@ -88,6 +88,14 @@ def check_recent_k(recent_k: int) -> None:
         raise ValueError(f"recent_k={recent_k} must be >= 0 (--recent-k; 0 uses all n instances)")
 
 
+def check_world(world_size: int, batch_size: int) -> None:
+    if world_size < 1:
+        raise ValueError(f"world_size={world_size} must be >= 1 (the number of processes torchrun starts)")
+    if batch_size < 2 * world_size:
+        raise ValueError(f"batch_size={batch_size} is too small for {world_size} processes: each needs at least 2 "
+                         f"images (BatchNorm); use --batch-size {2 * world_size} or more, or fewer processes")
+
+
 def check_window(n: int, window: int, stride: int) -> None:
     if not 1 <= stride <= window <= n:
         raise ValueError(f"need 1 <= stride <= window <= n, got stride={stride}, window={window}, n={n} "
