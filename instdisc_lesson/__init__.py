@@ -14,6 +14,8 @@ Each module is one idea, taught in the notebook named in its docstring:
     knn           weighted kNN, probe, retrieval, baselines          (notebook 05)
     trainer       one loop for every objective; checkpoints          (notebook 06)
     cli           python -m instdisc_lesson train ...                (notebook 06)
+    pic           parametric instance classification (PIC)          (notebook 07)
+    distributed   the trainer under torchrun: one bank on N processes (notebook 08)
 
 Importing the package loads only torch; scikit-learn, matplotlib and umap load when first used.
 """

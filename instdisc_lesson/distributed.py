@@ -145,6 +145,24 @@ def average_gradients(parameters) -> None:
             p.grad /= W
 
 
+def replica_bank(steps: int = 4, n: int = 1000, dim: int = 16, batch: int = 64, seed: int = 0) -> torch.Tensor:
+    """A memory bank after ``steps`` global batches of random unit features, written the trainer's way:
+    each rank takes its shard of the batch, and the shards are all-gathered before the update. With one
+    process this is the plain update, the reference (notebook 08 runs it on one and on two processes)."""
+    import torch.nn.functional as F
+
+    from .memory_bank import MemoryBank
+
+    g = torch.Generator().manual_seed(seed)  # the same stream on every rank: the same start, the same batches
+    memory = MemoryBank(n, dim, generator=g)
+    for _ in range(steps):
+        idx = torch.randperm(n, generator=g)[:batch]
+        features = F.normalize(torch.randn(batch, dim, generator=g), dim=1)
+        mine = idx.tensor_split(world_size())[rank()], features.tensor_split(world_size())[rank()]
+        memory.update(all_gather_cat(mine[0]), all_gather_cat(mine[1]))
+    return memory.bank
+
+
 def _spawned(rank: int, world: int, init_file: str, out: str, fn, args) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     torch.set_num_threads(1)

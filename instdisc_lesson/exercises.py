@@ -137,3 +137,20 @@ def check_visit_gaps(gaps) -> None:
     reference = sorted(visit_gaps([b for e in range(8) for b in sampler.window(e).split(2)]).tolist())
     assert gaps is not None and sorted(gaps) == reference, "not yet: write out at which steps each instance is seen"
     _ok("visit gaps")
+
+
+def check_bank_megabytes(fn) -> None:
+    """Notebook 08. ``fn(n, d, bytes_per_value, gpus, sharded)`` returns the bank's megabytes (10^6 bytes) on
+    each GPU: all n rows on every GPU (replicated), or n / gpus rows each (sharded, rounded up)."""
+    cases = [  # worked by hand: n x d x bytes, / 1e6
+        ((50_000, 128, 4, 1, False), 25.6),          # CIFAR-10, float32
+        ((1_281_167, 128, 4, 8, False), 655.957504),  # ImageNet, float32, on each of 8 GPUs
+        ((1_281_167, 128, 2, 8, False), 327.978752),  # ... in float16
+        ((1_281_167, 128, 2, 8, True), 40.997376),    # float16, sharded over 8: 160,146 rows each
+    ]
+    for args, ref in cases:
+        got = fn(*args)
+        assert got is not None and abs(got - ref) < 1e-3, (
+            f"n={args[0]}, d={args[1]}, {args[2]} bytes per value, {args[3]} GPUs, sharded={args[4]}: "
+            f"got {got}, expected {ref:.6g} MB")
+    _ok("bank memory per GPU")
