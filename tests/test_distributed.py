@@ -157,3 +157,9 @@ def test_torchrun_command_learns_and_rank_0_alone_writes(tmp_path):
     # Learns: 3 epochs on the quick set gave 85.0, 83.0, 83.3 % against 54.5, 47.5, 52.3 % untrained (seeds 0-2).
     assert metrics["knn_top1"] > metrics["random_init_knn_top1"] + 0.10
     assert done.stdout.count("kNN top-1") == 1  # one report, from rank 0
+
+
+def test_sync_bn_without_a_gpu_is_explained():
+    train, test = make_dataset(64), make_dataset(32, seed=1)
+    with pytest.raises(ValueError, match="--sync-bn needs CUDA"):
+        Trainer(quick_config(sync_batchnorm=True, batch_size=16, knn_k=5), train, test, device="cpu", progress=False)
