@@ -2,7 +2,7 @@
 
 Each module is one idea, taught in the notebook named in its docstring:
 
-    config        quick mode, device, seeding, paths                 (notebook 00)
+    config        the budget (quick/gpu/paper), device, seeding, paths (notebook 00)
     data          datasets that return (image, label, index)         (notebook 00)
     augment       batched, per-sample augmentation                   (notebook 00)
     models        ConvNet and ResNet-18-CIFAR with an L2-normed head (notebooks 00-01)
@@ -19,7 +19,7 @@ Each module is one idea, taught in the notebook named in its docstring:
 
 Importing the package loads only torch; scikit-learn, matplotlib and umap load when first used.
 """
-from .config import describe_setup, get_device, is_quick, seed_everything
+from .config import budget, dataset_name, describe_setup, get_device, is_quick, is_smoke, pick, seed_everything
 
 __version__ = "0.1.0"
-__all__ = ["describe_setup", "get_device", "is_quick", "seed_everything"]
+__all__ = ["budget", "dataset_name", "describe_setup", "get_device", "is_quick", "is_smoke", "pick", "seed_everything"]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import distributed as dist
 from .checkpoint import CheckpointError, atomic_write, run_lock
-from .config import describe_setup, is_quick
+from .config import dataset_name, describe_setup, is_quick
 from .data import DatasetUnavailableError, load_dataset
 from .models import MODELS
 from .objectives import OBJECTIVES
@@ -81,7 +81,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def build_config(args) -> TrainConfig:
     """The run's TrainConfig: the options given, the rest from the quick or the paper's defaults."""
-    data = args.data or ("quick" if is_quick() else "cifar10")
+    data = args.data or dataset_name()
     base = quick_config if data == "quick" or is_quick() else paper_config
     overrides = {field: getattr(args, opt) for opt, field in _OPTIONS.items() if getattr(args, opt) is not None}
     if args.correction is not None:

@@ -1,11 +1,17 @@
-"""Configuration shared by every notebook: quick mode, the device, seeding and paths.
+"""Configuration shared by every notebook: the budget, the device, seeding and paths.
 
 Taught in notebook 00. Nothing heavy is imported here, so ``import instdisc_lesson`` stays fast.
 
-Quick mode is one switch, read from the environment:
-``INSTDISC_QUICK=1`` turns it on, ``INSTDISC_QUICK=0`` turns it off, and when the variable is
-unset it is on whenever ``CI`` is set or no GPU is available. Quick mode picks the offline quick
-dataset, a few epochs and the small ConvNet, so every notebook finishes in about a minute on a CPU.
+The **budget** says how much a notebook may compute, read from ``INSTDISC_BUDGET``:
+
+    quick   CPU, offline: the generated quick set and the small ConvNet, about a minute per notebook;
+    gpu     real CIFAR-10, minutes per notebook on a Colab-class GPU; long results from the records;
+    paper   the paper's full runs, which start only when asked for explicitly (CLI, or a cell switched on).
+
+Unset, it is ``quick`` when ``CI`` is set or no CUDA GPU is present, else ``gpu``. ``INSTDISC_QUICK=1``
+(or ``0``) is kept as another way to say ``quick`` (or ``paper``). ``INSTDISC_SMOKE=1`` shrinks any
+budget to seconds (a few hundred images, one epoch) without changing which code runs: the tests run
+the ``gpu`` path of every notebook that way, on a CPU, against small CIFAR-10-format files.
 """
 from __future__ import annotations
 
@@ -19,23 +25,67 @@ _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
-def is_quick() -> bool:
-    """True when the course should run its small, offline, CPU-sized experiments.
+BUDGETS = ("quick", "gpu", "paper")
 
-    Order of precedence: ``INSTDISC_QUICK`` (1/0), then ``CI`` (set means quick), then the hardware
-    (no CUDA GPU means quick).
+
+def budget() -> str:
+    """``"quick"``, ``"gpu"`` or ``"paper"``: how much the notebooks may compute (see the module's docstring).
+
+    Order of precedence: ``INSTDISC_BUDGET``, then ``INSTDISC_QUICK`` (1: quick, 0: paper), then ``CI``
+    (set means quick), then the hardware (a CUDA GPU means gpu, else quick).
     """
+    chosen = os.environ.get("INSTDISC_BUDGET")
+    if chosen is not None and chosen.strip():
+        value = chosen.strip().lower()
+        if value not in BUDGETS:
+            raise ValueError(f"INSTDISC_BUDGET={chosen!r} is not a budget: use quick (CPU, about a minute per notebook), "
+                             "gpu (real CIFAR-10, minutes on a GPU) or paper (full runs, started explicitly)")
+        return value
     flag = os.environ.get("INSTDISC_QUICK")
     if flag is not None:
         value = flag.strip().lower()
         if value in _TRUE:
-            return True
+            return "quick"
         if value in _FALSE:
-            return False
-        raise ValueError(f"INSTDISC_QUICK={flag!r} is not understood: use 1 (quick mode) or 0 (full mode)")
+            return "paper"
+        raise ValueError(f"INSTDISC_QUICK={flag!r} is not understood: use 1 (quick mode) or 0 (full mode), "
+                         "or set INSTDISC_BUDGET to quick, gpu or paper")
     if os.environ.get("CI"):
+        return "quick"
+    return "gpu" if torch.cuda.is_available() else "quick"
+
+
+def is_quick() -> bool:
+    """True in the ``quick`` budget: small, offline, CPU-sized experiments."""
+    return budget() == "quick"
+
+
+def is_smoke() -> bool:
+    """True when ``INSTDISC_SMOKE`` is on: every budget shrunk to seconds, the same code running."""
+    flag = os.environ.get("INSTDISC_SMOKE", "").strip().lower()
+    if flag in _TRUE:
         return True
-    return not torch.cuda.is_available()
+    if flag in _FALSE:
+        return False
+    raise ValueError(f"INSTDISC_SMOKE={flag!r} is not understood: use 1 (seconds-long smoke runs) or 0")
+
+
+def pick(quick, gpu, smoke=None):
+    """This budget's value of a size (epochs, images...): ``quick``'s in the quick budget, ``gpu``'s in
+    the gpu and paper budgets (a notebook never starts a paper-length run by itself), and under
+    ``INSTDISC_SMOKE`` the ``smoke`` value (default: the quick one).
+
+    Example:
+        >>> EPOCHS = pick(quick=6, gpu=20, smoke=1)
+    """
+    if is_smoke():
+        return quick if smoke is None else smoke
+    return quick if is_quick() else gpu
+
+
+def dataset_name() -> str:
+    """The data the notebooks use in this budget: ``"quick"`` (generated, offline) or ``"cifar10"``."""
+    return "quick" if is_quick() else "cifar10"
 
 
 def get_device(prefer: str | None = None) -> torch.device:
@@ -62,8 +112,11 @@ def describe_setup() -> str:
     """One line for the top of every notebook: device and mode."""
     device = get_device()
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else device.type.upper()
-    mode = "quick mode (small offline data, small ConvNet)" if is_quick() else "full mode (CIFAR-10, paper settings)"
-    return f"device: {name} | {mode} | torch {torch.__version__}"
+    mode = {"quick": "quick budget (small offline data, small ConvNet)",
+            "gpu": "gpu budget (CIFAR-10, minutes per notebook)",
+            "paper": "paper budget (CIFAR-10; full runs only when started explicitly)"}[budget()]
+    smoke = " | SMOKE: sizes shrunk to seconds" if is_smoke() else ""
+    return f"device: {name} | {mode}{smoke} | torch {torch.__version__}"
 
 
 def seed_everything(seed: int) -> torch.Generator:

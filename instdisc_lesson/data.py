@@ -313,8 +313,24 @@ def load_quick(seed: int = 0) -> tuple[InstanceDataset, InstanceDataset]:
     return stratified_split(make_shapes(200, seed), 0.2, seed)
 
 
+SMOKE_SIZES = (512, 256)  # training and test images kept under INSTDISC_SMOKE=1
+
+
 def load_dataset(name: str, root=None) -> tuple[InstanceDataset, InstanceDataset]:
-    """``"quick"``, ``"cifar10"`` or the path of an image folder -> (train, test)."""
+    """``"quick"``, ``"cifar10"`` or the path of an image folder -> (train, test).
+
+    Under ``INSTDISC_SMOKE=1`` only the first ``SMOKE_SIZES`` images of each split are kept, so the same
+    code runs in seconds (``config.is_smoke``).
+    """
+    from .config import is_smoke
+
+    train, test = _load(name, root)
+    if is_smoke():
+        train, test = (part.subset(range(min(len(part), size))) for part, size in zip((train, test), SMOKE_SIZES))
+    return train, test
+
+
+def _load(name: str, root=None) -> tuple[InstanceDataset, InstanceDataset]:
     if name == "quick":
         return load_quick()
     if name == "cifar10":

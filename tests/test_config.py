@@ -42,10 +42,60 @@ def test_device_order(monkeypatch):
     assert config.get_device("cpu") == torch.device("cpu")
 
 
-def test_describe_setup_names_device_and_mode(monkeypatch):
+def test_describe_setup_names_device_and_budget(monkeypatch):
     monkeypatch.setenv("INSTDISC_QUICK", "1")
     line = config.describe_setup()
-    assert "quick mode" in line and "device:" in line
+    assert "quick budget" in line and "device:" in line and "SMOKE" not in line
+    monkeypatch.setenv("INSTDISC_SMOKE", "1")
+    assert "SMOKE" in config.describe_setup()
+
+
+@pytest.mark.parametrize("budget_env, quick_env, ci, cuda, expected", [
+    ("gpu", "1", None, False, "gpu"),        # INSTDISC_BUDGET wins over everything
+    ("Paper", None, "true", True, "paper"),
+    (None, "1", None, True, "quick"),        # INSTDISC_QUICK: 1 is quick ...
+    (None, "0", "true", False, "paper"),     # ... 0 is paper, even under CI
+    (None, None, "true", True, "quick"),     # CI means quick
+    (None, None, None, True, "gpu"),         # unset: gpu with CUDA ...
+    (None, None, None, False, "quick"),      # ... quick without
+])
+def test_budget_precedence(monkeypatch, budget_env, quick_env, ci, cuda, expected):
+    for name, value in (("INSTDISC_BUDGET", budget_env), ("INSTDISC_QUICK", quick_env), ("CI", ci)):
+        if value is None:
+            monkeypatch.delenv(name, raising=False)
+        else:
+            monkeypatch.setenv(name, value)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    assert config.budget() == expected
+    assert config.is_quick() is (expected == "quick")
+    assert config.dataset_name() == ("quick" if expected == "quick" else "cifar10")
+
+
+def test_budget_and_smoke_reject_gibberish(monkeypatch):
+    monkeypatch.setenv("INSTDISC_BUDGET", "fast")
+    with pytest.raises(ValueError, match="INSTDISC_BUDGET='fast'.*quick.*gpu.*paper"):
+        config.budget()
+    monkeypatch.setenv("INSTDISC_SMOKE", "sometimes")
+    with pytest.raises(ValueError, match="INSTDISC_SMOKE='sometimes'"):
+        config.is_smoke()
+
+
+def test_pick_follows_budget_and_smoke(monkeypatch):
+    monkeypatch.delenv("INSTDISC_SMOKE", raising=False)
+    for budget, expected in (("quick", 6), ("gpu", 20), ("paper", 20)):  # paper never starts a long run by itself
+        monkeypatch.setenv("INSTDISC_BUDGET", budget)
+        assert config.pick(quick=6, gpu=20, smoke=1) == expected
+    monkeypatch.setenv("INSTDISC_SMOKE", "1")
+    assert config.pick(quick=6, gpu=20, smoke=1) == 1
+    assert config.pick(quick=6, gpu=20) == 6  # no smoke value: the quick one
+
+
+def test_smoke_keeps_a_few_hundred_images(monkeypatch):
+    from instdisc_lesson.data import SMOKE_SIZES, load_dataset
+
+    monkeypatch.setenv("INSTDISC_SMOKE", "1")
+    train, test = load_dataset("quick")
+    assert (len(train), len(test)) == SMOKE_SIZES
 
 
 def test_seed_everything_repeats_draws():
