@@ -91,6 +91,15 @@ def build_config(args) -> TrainConfig:
     return base(**overrides, data=data)
 
 
+def format_seconds(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``3.4 h``: a wall time as a person reads it."""
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
 def run_folder(text: str) -> Path:
     """The ``--out`` folder: ``~`` expanded; refused when empty or when it names a file."""
     if not text.strip():
@@ -123,6 +132,11 @@ def train_command(args) -> dict:
             say(f"resuming {out} from epoch {trainer.epoch}")
         elif args.resume:
             say(f"--resume: {out} holds no checkpoint yet, so this starts a new run there")
+        cost = trainer.expected_seconds()  # a few steps timed, then undone: the run is not changed
+        say(f"budget: {cfg.epochs} epochs of {len(train):,} images ({trainer.epoch} done), {cost['steps']:,} steps of "
+            f"{cfg.batch_size} and {cost['evaluations']} kNN evaluations to go; expected about "
+            f"{format_seconds(cost['seconds'])} here ({1000 * cost['step_seconds']:.0f} ms per step, "
+            f"{cost['eval_seconds']:.1f} s per evaluation). --epochs changes it.")
         start = time.perf_counter()
         trainer.fit()
         top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]

@@ -21,6 +21,7 @@ complete epoch with the same result.
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -172,9 +173,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         target = self.cfg.epochs if epochs is None else epochs
-        if self.test_set is not None and "random_init_knn_top1" not in self.baselines:
-            scores = self.evaluate()
-            self.baselines.update(random_init_knn_top1=scores["knn_top1"], random_init_knn_top5=scores["knn_top5"])
+        self._baseline()
         bar = tqdm(range(self.epoch, target), desc=f"{self.cfg.objective}/{self.cfg.model}",
                    disable=not self.progress or self.rank > 0, initial=self.epoch, total=target)
         for _ in bar:
@@ -199,6 +198,46 @@ class Trainer:
                 self.save(self.out_dir / "checkpoint.pt")
                 self._write_history()
         return self.history
+
+    def _baseline(self) -> None:
+        """kNN of the untrained network (once per run), timed: the first evaluation."""
+        if self.test_set is not None and "random_init_knn_top1" not in self.baselines:
+            start = time.perf_counter()
+            scores = self.evaluate()
+            self.timings["eval_seconds"] = time.perf_counter() - start
+            self.baselines.update(random_init_knn_top1=scores["knn_top1"], random_init_knn_top5=scores["knn_top5"])
+
+    def expected_seconds(self, epochs: int | None = None, steps: int = 3) -> dict:
+        """What the remaining epochs will cost here: a few training steps are timed and then undone.
+
+        The run's state (network, objective, optimizer, random streams) is saved before the timed steps
+        and restored after them, so the run goes on exactly as if nothing had been measured. Returns
+        ``{"seconds", "step_seconds", "eval_seconds", "steps", "evaluations"}``.
+        """
+        target = self.cfg.epochs if epochs is None else epochs
+        self._baseline()
+        saved = copy.deepcopy(self.state_dict())
+        kept = self.last_loss, self.step_losses, self.step_hooks
+        self.step_hooks = []  # the timed steps are not part of the run: no hook sees them
+        batch = torch.arange(min(self.cfg.batch_size, len(self.images)), device=self.device)
+        times = []
+        for _ in range(steps + 1):  # the first step warms up (allocations, kernels) and is not counted
+            start = time.perf_counter()
+            self.train_step(batch.tensor_split(self.world)[self.rank])
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            times.append(time.perf_counter() - start)
+        self._restore(saved)
+        self.last_loss, self.step_losses, self.step_hooks = kept
+        remaining = max(target - self.epoch, 0)
+        step_seconds = sorted(times[1:])[len(times[1:]) // 2]
+        n_steps = remaining * len(batches(torch.arange(self.sampler.D if self.sampler else len(self.images)),
+                                          self.cfg.batch_size, min_size=2 * self.world))
+        evaluations = 0 if self.test_set is None else sum(
+            1 for e in range(self.epoch + 1, target + 1) if e % self.cfg.eval_every == 0 or e == target)
+        eval_seconds = self.timings.get("eval_seconds", 0.0)
+        return {"seconds": n_steps * step_seconds + evaluations * eval_seconds, "step_seconds": step_seconds,
+                "eval_seconds": eval_seconds, "steps": n_steps, "evaluations": evaluations}
 
     # -- checkpoints -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -259,6 +298,10 @@ class Trainer:
         if state.get("data", self.data_fingerprint()) != self.data_fingerprint():
             raise CheckpointError(f"checkpoint {path} was made on other training images ({state['n']} of them, like "
                                   "these, but different): use another --out folder")
+        self._restore(state)
+
+    def _restore(self, state: dict) -> None:
+        """Put back a state from :meth:`state_dict` (checked by the caller)."""
         self.model.load_state_dict(state["model"])
         self.objective.load_state_dict(state["objective"])
         self.optimizer.load_state_dict(state["optimizer"])

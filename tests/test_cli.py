@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from instdisc_lesson.cli import main
@@ -40,10 +41,13 @@ def test_help_explains_every_option():
         assert option in out
 
 
-def test_train_on_image_folder_writes_metrics(folder, tmp_path):
+def test_train_on_image_folder_writes_metrics(folder, tmp_path, capsys):
     out = tmp_path / "run"
     main(["train", "--data", str(folder), "--objective", "nce", "--nce-m", "16", "--epochs", "2", "--batch-size", "16",
           "--knn-k", "5", "--out", str(out)])
+    said = capsys.readouterr().err
+    # 48 images in batches of 16: 3 steps per epoch, 2 epochs; kNN after each epoch. The time is this machine's.
+    assert "budget: 2 epochs of 48 images (0 done), 6 steps of 16 and 2 kNN evaluations to go; expected about " in said
     metrics = json.loads((out / "metrics.json").read_text())
     assert KEYS <= metrics.keys()
     assert len(metrics["history"]) == 2 and metrics["config"]["objective"] == "nce"
@@ -205,3 +209,29 @@ def test_sigterm_stops_cleanly_and_says_what_was_saved(folder, tmp_path):
     else:
         assert "nothing was saved" in stderr
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")], "no stray temporary file"
+
+
+def test_expected_time_reads_like_a_person_would_say_it():
+    from instdisc_lesson.cli import format_seconds
+
+    assert [format_seconds(s) for s in (4.2, 89, 600, 5399, 12_240)] == ["4 s", "89 s", "10 min", "90 min", "3.4 h"]
+
+
+def test_timing_the_budget_does_not_change_the_run(tmp_path):
+    """expected_seconds times a few steps and undoes them: the run is bit-identical to one never timed."""
+    from conftest import make_dataset
+    from instdisc_lesson.recipe import quick_config
+    from instdisc_lesson.trainer import Trainer
+
+    train, test = make_dataset(64), make_dataset(32, seed=1)
+    for objective, extra in (("nce", {}), ("pic", {"window": 32, "stride": 16, "recent_k": 24})):
+        cfg = quick_config(objective=objective, epochs=2, batch_size=16, knn_k=5, nce_m=8, **extra)
+        plain, timed = Trainer(cfg, train, test, progress=False), Trainer(cfg, train, test, progress=False)
+        plain.fit()
+        cost = timed.expected_seconds()
+        timed.fit()
+        assert cost["steps"] == (2 * 4 if objective == "nce" else 2 * 2) and cost["evaluations"] == 2
+        for part in ("model", "objective"):
+            mine = getattr(timed, part).state_dict()
+            assert all(torch.equal(value, mine[key]) for key, value in getattr(plain, part).state_dict().items())
+        assert [h["loss"] for h in plain.history] == [h["loss"] for h in timed.history]
