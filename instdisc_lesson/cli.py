@@ -76,6 +76,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="under torchrun on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch")
     t.add_argument("--out", required=True, help="run folder: checkpoint.pt, history.json and metrics.json go here")
+
+    f = sub.add_parser("semisup", help="few labels: kNN, linear probe, fine-tuning and training from scratch on a "
+                       "fraction of the labels (notebook 09)")
+    f.add_argument("--data", default=None, help="'quick', 'cifar10' or an image folder, as for train (default: cifar10, "
+                   "or quick in the quick budget)")
+    f.add_argument("--data-root", default=None, help="where CIFAR-10 lives (default: $INSTDISC_DATA or data/)")
+    f.add_argument("--checkpoint", default="shipped", help="the pretrained network: 'shipped' (the course's CIFAR-10 "
+                   "ConvNet) or the checkpoint.pt of a train run")
+    f.add_argument("--fraction", type=float, required=True, help="share of the training labels used, e.g. 0.01")
+    f.add_argument("--steps", type=int, default=600, help="SGD steps of fine-tuning and of training from scratch (default 600)")
+    f.add_argument("--eval-every", type=int, default=100, help="test accuracy every N steps (default 100)")
+    f.add_argument("--seed", type=int, default=0, help="which labelled images, and the training seed (default 0)")
+    f.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    f.add_argument("--out", required=True, help="folder for metrics.json")
     return parser
 
 
@@ -157,6 +171,63 @@ def train_command(args) -> dict:
     return metrics
 
 
+def pretrained_encoder(checkpoint: str, device):
+    """The network a ``train`` run (or the shipped checkpoint, ``"shipped"``) ended with, and its TrainConfig."""
+    import torch
+
+    from . import pretrained
+    from .models import build_model
+
+    if checkpoint == "shipped":
+        model, info = pretrained.load_pretrained(device)
+        return model, TrainConfig.from_dict(info["config"])
+    path = Path(checkpoint).expanduser()
+    if not path.is_file():
+        raise ValueError(f"--checkpoint {checkpoint}: no such file; give a train run's checkpoint.pt, or 'shipped'")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        cfg = TrainConfig.from_dict(state["config"])
+        from .objectives import objective_class
+        model = build_model(cfg.model, cfg.dim, cfg.head or objective_class(cfg.objective).head)
+        model.load_state_dict(state["model"])
+    except (KeyError, RuntimeError, OSError, TypeError, ValueError) as err:
+        raise CheckpointError(f"--checkpoint {path} is not a checkpoint.pt written by `train` ({type(err).__name__}); "
+                              "give a train run's checkpoint.pt, or 'shipped'") from None
+    from .config import get_device
+    return model.to(get_device(device)).eval(), cfg
+
+
+def semisup_command(args) -> dict:
+    from .models import build_encoder
+    from .semisup import few_labels
+
+    out = run_folder(args.out)
+    train, test = load_dataset(args.data or dataset_name(), args.data_root)
+    print(describe_setup(), file=sys.stderr)
+    model, cfg = pretrained_encoder(args.checkpoint, args.device)
+    device = next(model.parameters()).device
+    untrained, _ = build_encoder(cfg, train.images, device)  # the same network, untrained, BatchNorm calibrated
+    start = time.perf_counter()
+    with run_lock(out):
+        result = few_labels(model, untrained, train, test, args.fraction, args.steps, cfg.knn_k, args.seed, args.eval_every)
+        scratch = dict(result.pop("scratch_history"))
+        history = [{"step": step, "finetune_top1": top1, "scratch_top1": scratch[step]}
+                   for step, top1 in result.pop("finetune_history")]
+        metrics = {
+            "knn_top1": result["pretrained_knn_top1"], "random_init_knn_top1": result["untrained_knn_top1"],
+            "raw_pixel_knn_top1": result["raw_pixel_knn_top1"], **result, "history": history,
+            "seconds": time.perf_counter() - start, "train_images": len(train), "test_images": len(test),
+            "config": {"checkpoint": args.checkpoint, "fraction": args.fraction, "steps": args.steps, "seed": args.seed,
+                       "eval_every": args.eval_every, "pretrained": cfg.to_dict()},
+        }
+        text = json.dumps(metrics, indent=2)
+        atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+    print(f"{result['labelled_images']} labels ({args.fraction:.0%}): fine-tuned {result['finetune_top1']:.1%}, from scratch "
+          f"{result['scratch_top1']:.1%}; kNN pretrained {result['pretrained_knn_top1']:.1%}, untrained "
+          f"{result['untrained_knn_top1']:.1%}, raw pixels {result['raw_pixel_knn_top1']:.1%} -> {out / 'metrics.json'}")
+    return metrics
+
+
 def _stop_on_sigterm(signum, frame):
     raise KeyboardInterrupt("SIGTERM")  # unwinds like Ctrl-C: temporary files are removed, the lock released
 
@@ -169,6 +240,8 @@ def main(argv=None) -> int:
     try:
         if args.command == "train":
             train_command(args)
+        elif args.command == "semisup":
+            semisup_command(args)
     except (ValueError, CheckpointError, DatasetUnavailableError) as err:
         lines = str(err).splitlines()
         parser.exit(2, f"error: {lines[0]}\n" + "".join(f"  {line}\n" for line in lines[1:]))

@@ -51,7 +51,7 @@ class Embedder(nn.Module):
             self.head = nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True), nn.Linear(width, dim))
         else:
             raise ValueError(f"unknown head {head!r}: choose 'linear' (InstDisc) or 'mlp' (PIC)")
-        self.dim = dim
+        self.dim, self.width = dim, width
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(x))  # (B, width)

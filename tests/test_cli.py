@@ -235,3 +235,25 @@ def test_timing_the_budget_does_not_change_the_run(tmp_path):
             mine = getattr(timed, part).state_dict()
             assert all(torch.equal(value, mine[key]) for key, value in getattr(plain, part).state_dict().items())
         assert [h["loss"] for h in plain.history] == [h["loss"] for h in timed.history]
+
+
+def test_semisup_on_a_train_run_reports_every_way(folder, tmp_path):
+    """Few labels: kNN/probe on frozen features, fine-tuning and from scratch, on a train run's checkpoint."""
+    run = tmp_path / "run"
+    main(["train", "--data", str(folder), "--objective", "softmax", "--epochs", "1", "--batch-size", "16", "--knn-k", "5",
+          "--out", str(run)])
+    main(["semisup", "--data", str(folder), "--checkpoint", str(run / "checkpoint.pt"), "--fraction", "0.5",
+          "--steps", "4", "--eval-every", "2", "--out", str(tmp_path / "semi")])
+    metrics = json.loads((tmp_path / "semi" / "metrics.json").read_text())
+    assert metrics["labelled_images"] == 24  # half of the 48 images, 12 of each of the 2 classes
+    assert [h["step"] for h in metrics["history"]] == [2, 4]
+    for key in ("finetune_top1", "scratch_top1", "pretrained_probe_top1", "untrained_knn_top1", "raw_pixel_probe_top1"):
+        assert 0.0 <= metrics[key] <= 1.0, key
+    assert metrics["knn_top1"] == metrics["pretrained_knn_top1"] and metrics["config"]["fraction"] == 0.5
+
+
+def test_semisup_refuses_bad_fraction_and_checkpoint(folder, tmp_path):
+    for args, message in ((["--fraction", "0"], "fraction=0.0 must lie in (0, 1]"),
+                          (["--fraction", "0.5", "--checkpoint", str(tmp_path / "none.pt")], "no such file")):
+        result = run_cli("semisup", "--data", str(folder), *args, "--out", str(tmp_path / "s"))
+        assert result.returncode == 2 and message in result.stderr, result.stderr
