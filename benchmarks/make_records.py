@@ -59,6 +59,13 @@ RUNS = [
     ("pic-standard", "pic", "PIC: standard epochs, all n",
      SHORT + ["--objective", "pic", "--tau", "0.2", "--bank-init", "features"]),
 ]
+# Few labels (issue 19, notebook 09): the shipped checkpoint (the ConvNet trained 60 epochs with the full
+# softmax on all 50,000 images, no labels) against the same network from scratch, on 1-20 % of the labels.
+SEMISUP = [(f"semi-{pct}pct", "semi_supervised", f"{pct} % of the labels",
+            ["semisup", "--data", "cifar10", "--checkpoint", "shipped", "--fraction", f"{pct / 100:g}", "--steps", "600",
+             "--eval-every", "100", "--seed", "0"]) for pct in (1, 2, 5, 10, 20)]
+RUNS += SEMISUP
+
 # The lambda runs write the bank with momentum 0 (v_i <- f_i), as the paper does with eqs. 8-9; their
 # records keep every step's loss (the oscillation). The other records keep per-epoch values only.
 KEEP_STEP_LOSSES = {"lambda"}
@@ -66,7 +73,12 @@ HISTORY_KEYS = ("epoch", "loss", "knn_top1", "knn_top5", "bank_knn_top1", "log_Z
 
 
 def command_line(options: list[str], name: str) -> str:
-    return " ".join(["python -m instdisc_lesson train", *options, "--out", f"runs/records/{name}"])
+    return " ".join(["python -m instdisc_lesson", *with_command(options), "--out", f"runs/records/{name}"])
+
+
+def with_command(options: list[str]) -> list[str]:
+    """The CLI arguments: ``train`` unless the options name another command (``semisup``)."""
+    return options if options[0] == "semisup" else ["train", *options]
 
 
 def describe_device() -> str:
@@ -84,6 +96,8 @@ def describe_device() -> str:
 def to_record(name: str, experiment: str, label: str, options: list[str], metrics: dict, data: str) -> dict:
     import torch
 
+    if experiment == "semi_supervised":
+        return semisup_record(name, label, options, metrics, data)
     keep = HISTORY_KEYS + (("step_losses",) if experiment in KEEP_STEP_LOSSES else ())
     history = [{k: h[k] for k in keep if h.get(k) is not None} for h in metrics["history"]]
     return {
@@ -95,6 +109,21 @@ def to_record(name: str, experiment: str, label: str, options: list[str], metric
         "random_init_knn_top1": metrics["random_init_knn_top1"], "random_init_knn_top5": metrics["random_init_knn_top5"],
         "raw_pixel_knn_top1": metrics["raw_pixel_knn_top1"], "raw_pixel_knn_top5": metrics["raw_pixel_knn_top5"],
         "made": time.strftime("%Y-%m-%d"), "history": history, "config": metrics["config"],
+    }
+
+
+def semisup_record(name: str, label: str, options: list[str], metrics: dict, data: str) -> dict:
+    """A few-labels record: every way of using the labels (see ``semisup.py``); epochs are the pretraining's."""
+    import torch
+
+    keys = [k for k in metrics if k.endswith("_top1")] + ["fraction", "labelled_images"]
+    return {
+        "name": name, "experiment": "semi_supervised", "label": label,
+        "command": command_line(options, name), "device": describe_device(), "torch": torch.__version__,
+        "data": data + "; the labelled images: a balanced random subset of the training images",
+        "epochs": metrics["config"]["pretrained"]["epochs"], "steps": metrics["config"]["steps"],
+        "train_seconds": round(metrics["seconds"], 1), **{k: metrics[k] for k in keys},
+        "made": time.strftime("%Y-%m-%d"), "history": metrics["history"], "config": metrics["config"],
     }
 
 
@@ -116,7 +145,8 @@ def main() -> None:
         if (RECORDS / f"{name}.json").exists():
             print(f"{name}: recorded already (delete instdisc_lesson/records/{name}.json to run it again)", flush=True)
             continue
-        cmd = [sys.executable, "-m", "instdisc_lesson", "train", *options, "--out", str(out), "--resume"]
+        resume = [] if options[0] == "semisup" else ["--resume"]
+        cmd = [sys.executable, "-m", "instdisc_lesson", *with_command(options), "--out", str(out), *resume]
         print(f"[{time.strftime('%H:%M:%S')}] {name}: {' '.join(cmd[1:])}", flush=True)
         done = subprocess.run(cmd, cwd=ROOT).returncode == 0
         if not done:

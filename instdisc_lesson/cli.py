@@ -37,7 +37,8 @@ from .recipe import TrainConfig, paper_config, quick_config
 _OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",
             "lr": "lr", "batch_size": "batch_size", "seed": "seed", "lam": "lam", "bank_momentum": "bank_momentum",
             "z_mode": "z_mode", "knn_k": "knn_k", "window": "window", "stride": "stride", "recent_k": "recent_k",
-            "bank_init": "bank_init", "compile": "compile", "eval_every": "eval_every", "sync_batchnorm": "sync_batchnorm"}
+            "bank_init": "bank_init", "compile": "compile", "eval_every": "eval_every", "sync_batchnorm": "sync_batchnorm",
+            "dim": "dim"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--model", choices=MODELS, help="small ConvNet (CPU) or ResNet-18 for CIFAR (paper)")
     t.add_argument("--epochs", type=int, help="training epochs (paper: 200)")
     t.add_argument("--nce-m", type=int, help="NCE noise samples m (paper: 4096)")
+    t.add_argument("--dim", type=int, help="embedding size d of the features and the bank (paper: 128)")
     t.add_argument("--tau", type=float, help="temperature tau (paper: 0.07)")
     t.add_argument("--lr", type=float, help="SGD learning rate (paper: 0.03)")
     t.add_argument("--batch-size", type=int, help="batch size (paper: 128)")

@@ -65,7 +65,7 @@ class TrainConfig:
         check_choice("objective", self.objective, OBJECTIVES)
         check_choice("model", self.model, MODELS)
         for name in ("epochs", "batch_size", "dim", "knn_k", "eval_every"):
-            check_positive_int(name, getattr(self, name), "--" + name.replace("_", "-") if name != "dim" else None)
+            check_positive_int(name, getattr(self, name), "--" + name.replace("_", "-"))
         check_positive("lr", self.lr, "--lr")
         check_positive("knn_sigma", self.knn_sigma)
         check_sgd(self.momentum, self.weight_decay, self.lr_milestones)
