@@ -7,8 +7,10 @@ from instdisc_lesson import records
 from instdisc_lesson.cli import build_config, build_parser
 from instdisc_lesson.recipe import TrainConfig
 
-EXPERIMENTS = {"table1", "tau", "lambda", "z_mode", "pic"}
+EXPERIMENTS = {"table1", "tau", "lambda", "z_mode", "pic", "semi_supervised"}
 SHIPPED = records.names()
+TRAINED = [n for n in SHIPPED if records.load(n)["experiment"] != "semi_supervised"]  # made by `train`
+FEW_LABELS = [n for n in SHIPPED if n not in TRAINED]  # made by `semisup` on the shipped checkpoint
 
 
 def test_table1_ships_the_rows_the_notebooks_read():
@@ -27,16 +29,22 @@ def test_record_is_complete_and_consistent(name):
     rec = records.load(name)
     assert rec["name"] == name and rec["experiment"] in EXPERIMENTS
     assert rec["device"] and rec["data"].startswith("CIFAR-10") and rec["train_seconds"] > 0
+    assert len(json.dumps(rec)) < 64_000, "records stay small (kilobytes)"
+    for key in ("knn_top1", "random_init_knn_top1", "raw_pixel_knn_top1"):
+        assert 0.0 <= rec[key] <= 1.0
+    if name in FEW_LABELS:  # fine-tuning curves: test accuracy every eval_every steps, the last one the result
+        every = rec["config"]["eval_every"]
+        assert [h["step"] for h in rec["history"]] == list(range(every, rec["steps"] + 1, every))
+        assert rec["history"][-1]["finetune_top1"] == rec["finetune_top1"]
+        assert rec["history"][-1]["scratch_top1"] == rec["scratch_top1"]
+        return
     epochs = [h["epoch"] for h in rec["history"]]
     assert epochs == list(range(1, rec["epochs"] + 1)) and rec["epochs"] == rec["config"]["epochs"]
     last = rec["history"][-1]
     assert last["knn_top1"] == rec["knn_top1"]  # the final number is the last evaluation of the history
-    for key in ("knn_top1", "random_init_knn_top1", "raw_pixel_knn_top1"):
-        assert 0.0 <= rec[key] <= 1.0
-    assert len(json.dumps(rec)) < 64_000, "records stay small (kilobytes)"
 
 
-@pytest.mark.parametrize("name", SHIPPED)
+@pytest.mark.parametrize("name", TRAINED)
 @pytest.mark.parametrize("quick", ["1", "0"])
 def test_record_command_rebuilds_its_config(name, quick, monkeypatch, tmp_path):
     """The command alone gives the recorded config, in quick and in full mode (nce_m aside where unused)."""
@@ -47,6 +55,15 @@ def test_record_command_rebuilds_its_config(name, quick, monkeypatch, tmp_path):
     if saved["objective"] != "nce":
         rebuilt.pop("nce_m"), saved.pop("nce_m")
     assert rebuilt == saved
+
+
+@pytest.mark.parametrize("name", FEW_LABELS)
+def test_few_labels_command_rebuilds_its_config(name, tmp_path):
+    rec = records.load(name)
+    args = build_parser().parse_args(records.train_args(rec, tmp_path))
+    assert args.command == "semisup" and args.checkpoint == rec["config"]["checkpoint"] == "shipped"
+    assert (args.fraction, args.steps, args.seed, args.eval_every) == tuple(
+        rec["config"][k] for k in ("fraction", "steps", "seed", "eval_every"))
 
 
 def test_missing_and_damaged_records_say_what_to_do(tmp_path, monkeypatch):

@@ -73,14 +73,41 @@ def describe(record: dict) -> str:
 
 
 def train_args(record: dict, out_dir) -> list[str]:
-    """The record's command as arguments for ``python -m instdisc_lesson``, writing to ``out_dir`` and resuming.
+    """The record's command as arguments for ``python -m instdisc_lesson``, writing to ``out_dir`` (and, for
+    ``train``, resuming).
 
     ``subprocess.run([sys.executable, "-m", "instdisc_lesson", *train_args(rec, "runs/mine")])`` trains it again.
     """
     import shlex
 
     words = shlex.split(record["command"])
-    if words[:4] != ["python", "-m", "instdisc_lesson", "train"] or "--out" not in words:
+    if words[:3] != ["python", "-m", "instdisc_lesson"] or words[3:4] not in (["train"], ["semisup"]) or "--out" not in words:
         raise RecordError(f"record {record.get('name')!r} has no CLI command: {record['command']!r}")
     at = words.index("--out")
-    return ["train", *words[4:at], *words[at + 2:], "--out", str(out_dir), "--resume"]
+    resume = ["--resume"] if words[3] == "train" else []
+    return [*words[3:at], *words[at + 2:], "--out", str(out_dir), *resume]
+
+
+def train_yourself(record: dict, start: bool = False) -> dict | None:
+    """Print the command that reproduces ``record``; with ``start=True`` run it into ``runs/records/<name>``
+    (an interrupted run resumes; a finished one is read back) and print its result beside the record's.
+
+    Returns the run's ``metrics.json`` (None when not started).
+    """
+    import json
+    import subprocess
+    import sys
+
+    from ..config import runs_root
+
+    out = runs_root() / "records" / record["name"]
+    args = train_args(record, out)
+    print("python -m instdisc_lesson " + " ".join(args))
+    if not start:
+        print(f"(set start=True to run it: {record['epochs']} epochs took {record['train_seconds'] / 60:.0f} min on "
+              f"{record['device'].split(' (')[0]}; the command prints its expected time here before it starts)")
+        return None
+    subprocess.run([sys.executable, "-m", "instdisc_lesson", *args], check=True)
+    mine = json.loads((out / "metrics.json").read_text())
+    print(f"your run: kNN top-1 {mine['knn_top1']:.1%} (record: {record['knn_top1']:.1%})")
+    return mine
