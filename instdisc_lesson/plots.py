@@ -176,9 +176,12 @@ def plot_records(records: dict, highlight: str | None = None, title: str = "", l
     a2.set_ylabel("kNN top-1 on the test images (%)"); a2.set_title("kNN accuracy")
     if logy:
         a1.set_yscale("log")
+    from matplotlib.ticker import MaxNLocator
+
     for ax in (a1, a2):
         ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
-    a2.legend(fontsize=7, loc="lower right")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
+    a2.legend(fontsize=7, loc="best")
     where = f"{first['data'].split(';')[0]}, {first['epochs']} epochs, {first['device'].split(' (')[0]}"
     fig.suptitle(f"{title} (records: {where})" if title else f"records: {where}", fontsize=10)
     fig.tight_layout()
