@@ -178,7 +178,9 @@ def pretrained_encoder(checkpoint: str, device):
     import torch
 
     from . import pretrained
+    from .config import get_device
     from .models import build_model
+    from .objectives import objective_class
 
     if checkpoint == "shipped":
         model, info = pretrained.load_pretrained(device)
@@ -189,13 +191,11 @@ def pretrained_encoder(checkpoint: str, device):
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
         cfg = TrainConfig.from_dict(state["config"])
-        from .objectives import objective_class
         model = build_model(cfg.model, cfg.dim, cfg.head or objective_class(cfg.objective).head)
         model.load_state_dict(state["model"])
     except (KeyError, RuntimeError, OSError, TypeError, ValueError) as err:
         raise CheckpointError(f"--checkpoint {path} is not a checkpoint.pt written by `train` ({type(err).__name__}); "
                               "give a train run's checkpoint.pt, or 'shipped'") from None
-    from .config import get_device
     return model.to(get_device(device)).eval(), cfg
 
 
