@@ -65,6 +65,16 @@ SEMISUP = [(f"semi-{pct}pct", "semi_supervised", f"{pct} % of the labels",
             ["semisup", "--data", "cifar10", "--checkpoint", "shipped", "--fraction", f"{pct / 100:g}", "--steps", "600",
              "--eval-every", "100", "--seed", "0"]) for pct in (1, 2, 5, 10, 20)]
 RUNS += SEMISUP
+# Embedding size and unlabelled-set size (issue 19, notebook 09): the full softmax at tau 0.07 for the same
+# 5 epochs as the tau-0.07 record, which is the d = 128, all-50,000 point of both. The subsets train for the
+# same number of steps (5 x 50,000 images seen), so only the number of distinct images changes; kNN searches
+# all 50,000 labelled training images in every run.
+SOFTMAX = ["--objective", "softmax", "--tau", "0.07", "--bank-init", "features"]
+DIM = [(f"dim-{d}", "dim", f"d={d}", SHORT + SOFTMAX + ["--dim", str(d)]) for d in (32, 64, 256)]
+TRAIN_SIZE = [(f"train-size-{size}", "train_size", f"{size:,} images",
+               COMMON + SOFTMAX + ["--train-size", str(size), "--epochs", str(5 * 50_000 // size), "--eval-every", str(50_000 // size)])
+              for size in (5_000, 12_500, 25_000)]
+RUNS += DIM + TRAIN_SIZE
 
 # The lambda runs write the bank with momentum 0 (v_i <- f_i), as the paper does with eqs. 8-9; their
 # records keep every step's loss (the oscillation). The other records keep per-epoch values only.
@@ -103,7 +113,7 @@ def to_record(name: str, experiment: str, label: str, options: list[str], metric
     return {
         "name": name, "experiment": experiment, "label": label,
         "command": command_line(options, name), "device": describe_device(), "torch": torch.__version__,
-        "data": data, "epochs": metrics["config"]["epochs"],
+        "data": data, "epochs": metrics["config"]["epochs"], "train_images": metrics.get("train_images"),
         "train_seconds": round(sum(h["train_seconds"] for h in metrics["history"]), 1),
         "knn_top1": metrics["knn_top1"], "knn_top5": metrics["knn_top5"],
         "random_init_knn_top1": metrics["random_init_knn_top1"], "random_init_knn_top5": metrics["random_init_knn_top5"],

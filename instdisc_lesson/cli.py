@@ -38,7 +38,7 @@ _OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce
             "lr": "lr", "batch_size": "batch_size", "seed": "seed", "lam": "lam", "bank_momentum": "bank_momentum",
             "z_mode": "z_mode", "knn_k": "knn_k", "window": "window", "stride": "stride", "recent_k": "recent_k",
             "bank_init": "bank_init", "compile": "compile", "eval_every": "eval_every", "sync_batchnorm": "sync_batchnorm",
-            "dim": "dim"}
+            "dim": "dim", "train_size": "train_size"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, help="training epochs (paper: 200)")
     t.add_argument("--nce-m", type=int, help="NCE noise samples m (paper: 4096)")
     t.add_argument("--dim", type=int, help="embedding size d of the features and the bank (paper: 128)")
+    t.add_argument("--train-size", type=int, help="pretrain on this many training images, a random subset (default: all); "
+                   "kNN still searches every training image")
     t.add_argument("--tau", type=float, help="temperature tau (paper: 0.07)")
     t.add_argument("--lr", type=float, help="SGD learning rate (paper: 0.03)")
     t.add_argument("--batch-size", type=int, help="batch size (paper: 128)")
@@ -149,7 +151,7 @@ def train_command(args) -> dict:
         elif args.resume:
             say(f"--resume: {out} holds no checkpoint yet, so this starts a new run there")
         cost = trainer.expected_seconds()  # a few steps timed, then undone: the run is not changed
-        say(f"budget: {cfg.epochs} epochs of {len(train):,} images ({trainer.epoch} done), {cost['steps']:,} steps of "
+        say(f"budget: {cfg.epochs} epochs of {len(trainer.train_set):,} images ({trainer.epoch} done), {cost['steps']:,} steps of "
             f"{cfg.batch_size} and {cost['evaluations']} kNN evaluations to go; expected about "
             f"{format_seconds(cost['seconds'])} here ({1000 * cost['step_seconds']:.0f} ms per step, "
             f"{cost['eval_seconds']:.1f} s per evaluation). --epochs changes it.")
@@ -162,7 +164,7 @@ def train_command(args) -> dict:
             "random_init_knn_top1": trainer.baselines["random_init_knn_top1"],
             "random_init_knn_top5": trainer.baselines["random_init_knn_top5"],
             "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5,
-            "train_images": len(train), "test_images": len(test), "seconds_this_session": time.perf_counter() - start,
+            "train_images": len(trainer.train_set), "knn_reference_images": len(train), "test_images": len(test), "seconds_this_session": time.perf_counter() - start,
             "history": trainer.history, "config": cfg.to_dict(),
         }
         text = json.dumps(metrics, indent=2)

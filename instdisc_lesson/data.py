@@ -65,6 +65,15 @@ class InstanceDataset:
         indices = torch.as_tensor(indices, dtype=torch.long)
         return InstanceDataset(self.images[indices], self.labels[indices], self.classes, self.name)
 
+    def random_subset(self, size: int, seed: int = 0) -> "InstanceDataset":
+        """``size`` images drawn at random (labels unused, as for unlabelled pretraining), in their original order;
+        the same ``seed`` gives the same images, and a larger ``size`` contains every smaller one's images."""
+        if not 0 < size <= len(self):
+            raise ValueError(f"a subset of {size} images from {self.name or 'a dataset'} of {len(self)}: "
+                             f"choose between 1 and {len(self)} (0 means all of them)")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        return self.subset(order[:size].sort().values)
+
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
     """uint8 images in [0, 255] -> float images in [0, 1]: the 'test transform' of the course."""

@@ -44,6 +44,7 @@ class TrainConfig:
     z_momentum: float = 0.99
     shared_negatives: bool = False
     dim: int = 128
+    train_size: int = 0  # pretrain on this many training images, a seeded random subset (0: all); kNN still searches all
     head: str | None = None  # linear (InstDisc) | mlp (PIC); None: the objective's own head
     window: int = 0  # PIC sliding window D (0: the standard epoch over all n)
     stride: int = 0  # PIC window stride S

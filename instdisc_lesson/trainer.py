@@ -57,11 +57,15 @@ class Trainer:
 
     def __init__(self, cfg: TrainConfig, train: InstanceDataset, test: InstanceDataset | None = None,
                  device=None, out_dir=None, progress: bool = True):
+        # The kNN monitor searches every labelled training image; with cfg.train_size the network is
+        # pretrained on a random subset of them only (how features grow with more unlabelled images).
+        self.reference = train
+        train = train.random_subset(cfg.train_size, cfg.seed) if cfg.train_size else train
         n = len(train)
         if cfg.batch_size > n:
             raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({n} images): use at most {n}")
         if test is not None:
-            check_k(cfg.knn_k, n)
+            check_k(cfg.knn_k, len(self.reference))
         self.cfg, self.train_set, self.test_set = cfg, train, test
         self.rank, self.world = dist.rank(), dist.world_size()
         if cfg.world_size != self.world:
@@ -164,8 +168,8 @@ class Trainer:
     def evaluate(self) -> dict:
         """kNN on the test set: train features recomputed under the test transform (``knn_top1/5``) and,
         for bank objectives, read from the stale memory bank instead (``bank_knn_top1``)."""
-        return evaluate_knn(self.model, self.train_set, self.test_set, self.cfg.knn_k, self.cfg.knn_sigma,
-                            self.objective.bank)
+        bank = self.objective.bank if self.reference is self.train_set else None  # the bank holds the subset only
+        return evaluate_knn(self.model, self.reference, self.test_set, self.cfg.knn_k, self.cfg.knn_sigma, bank)
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self, epochs: int | None = None) -> list[dict]:

@@ -126,6 +126,17 @@ def test_pic_options_reach_the_trainer(folder, tmp_path):
     assert bad.returncode == 2 and "need 1 <= stride <= window <= n" in bad.stderr
 
 
+def test_train_size_pretrains_on_part_and_reports_both_sizes(folder, tmp_path, capsys):
+    out = tmp_path / "part"
+    main(["train", "--data", str(folder), "--objective", "softmax", "--epochs", "1", "--batch-size", "8", "--knn-k", "5",
+          "--train-size", "16", "--out", str(out)])
+    assert "budget: 1 epochs of 16 images (0 done), 2 steps of 8" in capsys.readouterr().err
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["train_images"], metrics["knn_reference_images"], metrics["config"]["train_size"]) == (16, 48, 16)
+    bad = run_cli("train", "--data", str(folder), "--train-size", "49", "--out", str(tmp_path / "bad"))
+    assert bad.returncode == 2 and "choose between 1 and 48" in bad.stderr
+
+
 # -- round two of bad inputs (issue 16): each refused with a message, nothing on disk lost or mixed --------------
 def tiny_run(folder, out, *extra):
     return run_cli("train", "--data", str(folder), "--epochs", "1", "--batch-size", "16", "--knn-k", "5", *extra,

@@ -178,3 +178,29 @@ def test_full_disk_while_saving_gives_a_message_and_keeps_the_checkpoint(tiny, t
         trainer.save(tmp_path / "checkpoint.pt")
     assert (tmp_path / "checkpoint.pt").read_bytes() == before
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_train_size_pretrains_on_a_subset_and_searches_every_image(tiny):
+    """--train-size: the network sees a seeded random subset; kNN still searches all labelled training images."""
+    from instdisc_lesson.knn import evaluate_knn
+
+    train, test = tiny
+    trainer = Trainer(tiny_cfg(objective="softmax", train_size=24, epochs=1), train, test, progress=False)
+    assert len(trainer.train_set) == 24 and trainer.reference is train
+    assert trainer.objective.bank.shape[0] == 24  # one bank row per pretraining image
+    chosen = train.random_subset(24, seed=0)
+    assert torch.equal(trainer.train_set.images, chosen.images) and torch.equal(trainer.train_set.labels, chosen.labels)
+    history = trainer.fit()
+    direct = evaluate_knn(trainer.model, train, test, k=5, sigma=trainer.cfg.knn_sigma)
+    assert history[-1]["knn_top1"] == direct["knn_top1"]  # searched all 64 training images, not the 24
+    assert history[-1]["bank_knn_top1"] is None  # the bank covers the subset only: no bank kNN over all 64
+
+
+def test_random_subsets_are_nested_and_checked(tiny):
+    train, _ = tiny
+    small, large = train.random_subset(10, seed=3), train.random_subset(40, seed=3)
+    rows = {tuple(x.flatten().tolist()) for x in large.images}
+    assert all(tuple(x.flatten().tolist()) in rows for x in small.images)  # 10 of the same 40
+    assert not torch.equal(train.random_subset(10, seed=4).images, small.images)
+    with pytest.raises(ValueError, match="choose between 1 and 64"):
+        train.random_subset(65)
