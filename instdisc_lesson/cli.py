@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import signal
 import sys
@@ -31,7 +32,8 @@ from .config import dataset_name, describe_setup, is_quick
 from .data import DatasetUnavailableError, load_dataset
 from .models import MODELS
 from .objectives import OBJECTIVES
-from .recipe import TrainConfig, paper_config, quick_config
+from . import recipe
+from .recipe import TrainConfig, epochs_within, fitted_config, paper_config, quick_config
 
 # CLI option -> TrainConfig field
 _OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",
@@ -97,16 +99,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def build_config(args) -> TrainConfig:
-    """The run's TrainConfig: the options given, the rest from the quick or the paper's defaults."""
+CIFAR10_SIZES = (50_000, 5_000)  # training images, and images in its smallest class
+
+
+def build_config(args, train=None) -> TrainConfig:
+    """The run's TrainConfig: the options given, the rest from the defaults of this data and budget:
+
+    - ``--data quick``: the calibrated quick-mode settings;
+    - any other data in the quick budget (a CPU): settings fitted to the training images ``train``
+      (``recipe.fitted_config``; CIFAR-10's sizes are known without loading it);
+    - the gpu and paper budgets: the paper's recipe (ResNet-18, NCE m = 4096, 200 epochs).
+    """
     data = args.data or dataset_name()
-    base = quick_config if data == "quick" or is_quick() else paper_config
     overrides = {field: getattr(args, opt) for opt, field in _OPTIONS.items() if getattr(args, opt) is not None}
     if args.correction is not None:
         overrides["correction"] = args.correction
     if dist.world_size() > 1:  # started by torchrun: the number of processes is part of the run
         overrides["world_size"] = dist.world_size()
-    return base(**overrides, data=data)
+    if data == "quick":
+        return quick_config(**overrides, data=data)
+    if not is_quick():
+        return paper_config(**overrides, data=data)
+    if train is not None:
+        sizes = (len(train), int(train.labels.unique(return_counts=True)[1].min()))
+    elif data == "cifar10":
+        sizes = CIFAR10_SIZES
+    else:
+        raise ValueError(f"the defaults for {data} are fitted to its images: load them first (build_config(args, train))")
+    return fitted_config(*sizes, **overrides, data=data)
 
 
 def format_seconds(seconds: float) -> str:
@@ -133,24 +153,39 @@ def train_command(args) -> dict:
     from .trainer import Trainer
 
     device = dist.setup(args.device)  # joins torchrun's job, if there is one
-    cfg = build_config(args)
     out = run_folder(args.out)
     rank0 = dist.rank() == 0
     ckpt = out / "checkpoint.pt"
     if ckpt.exists() and not args.resume:
         raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    train, test = load_dataset(cfg.data, args.data_root)
+    train, test = load_dataset(args.data or dataset_name(), args.data_root)
+    cfg = build_config(args, train)
     say = (lambda text: print(text, file=sys.stderr)) if rank0 else (lambda text: None)
     say(describe_setup() + (f" | {cfg.world_size} processes (torchrun)" if cfg.world_size > 1 else ""))
     # One run per folder: a second process on the same --out is refused. Under torchrun rank 0 holds the lock.
+    # Defaults fitted to the data (a CPU, no --epochs): a resumed run keeps the epochs it was started with,
+    # a new one is shortened when this machine would need more than recipe.CPU_SECONDS for it.
+    fitted = cfg.data != "quick" and is_quick() and args.epochs is None
+    resuming = args.resume and ckpt.exists()
+    if fitted and resuming:
+        cfg = _with_epochs(cfg, _saved_epochs(ckpt, cfg.epochs), args)
     with run_lock(out) if rank0 else contextlib.nullcontext():
         trainer = Trainer(cfg, train, test, device=device, out_dir=out)
-        if args.resume and ckpt.exists():
+        if resuming:
             trainer.load(ckpt)
             say(f"resuming {out} from epoch {trainer.epoch}")
         elif args.resume:
             say(f"--resume: {out} holds no checkpoint yet, so this starts a new run there")
         cost = trainer.expected_seconds()  # a few steps timed, then undone: the run is not changed
+        affordable = epochs_within(cfg, cost["seconds"] / cfg.epochs, recipe.CPU_SECONDS)
+        if fitted and not resuming and affordable < cfg.epochs:
+            wanted, cfg = cfg.epochs, _with_epochs(cfg, affordable, args)
+            say(f"the defaults' {wanted} epochs would take about {format_seconds(cost['seconds'])} here: training "
+                f"{cfg.epochs}, to stay within the {format_seconds(recipe.CPU_SECONDS)} a default run may take on a CPU")
+            trainer = Trainer(cfg, train, test, device=device, out_dir=out)
+            cost = trainer.expected_seconds()
+        say(f"recipe: {cfg.objective}, {cfg.model}, tau {cfg.tau}, batch {cfg.batch_size}, lr {cfg.lr}, kNN k {cfg.knn_k}"
+            + (f" (defaults fitted to {len(train):,} images; see README, 'Defaults on your own images')" if fitted else ""))
         say(f"budget: {cfg.epochs} epochs of {len(trainer.train_set):,} images ({trainer.epoch} done), {cost['steps']:,} steps of "
             f"{cfg.batch_size} and {cost['evaluations']} kNN evaluations to go; expected about "
             f"{format_seconds(cost['seconds'])} here ({1000 * cost['step_seconds']:.0f} ms per step, "
@@ -173,6 +208,22 @@ def train_command(args) -> dict:
     if rank0:
         print(f"kNN top-1 {top1:.1%} (random init {metrics['random_init_knn_top1']:.1%}, raw pixels {raw1:.1%}) -> {out / 'metrics.json'}")
     return metrics
+
+
+def _with_epochs(cfg: TrainConfig, epochs: int, args) -> TrainConfig:
+    """``cfg`` with ``epochs`` (and, unless --eval-every was given, kNN every tenth of the run)."""
+    every = cfg.eval_every if args.eval_every is not None else max(1, epochs // 10)
+    return dataclasses.replace(cfg, epochs=epochs, eval_every=every)
+
+
+def _saved_epochs(ckpt: Path, default: int) -> int:
+    """The epochs a checkpoint's run was started with (``default`` when unreadable: loading explains why)."""
+    import torch
+
+    try:
+        return int(torch.load(ckpt, map_location="cpu", weights_only=True)["config"]["epochs"])
+    except Exception:  # noqa: BLE001 - Trainer.load reports a damaged checkpoint with its own message
+        return default
 
 
 def pretrained_encoder(checkpoint: str, device):

@@ -111,6 +111,36 @@ def quick_config(**overrides) -> TrainConfig:
     return _preset(QUICK_DEFAULTS, overrides)
 
 
+# Fitted to the data on a CPU (issue 13; calibrated on CIFAR-10 folders of 2,000-20,000 photos and on
+# digits, benchmarks/RESULTS.md section 10). On real photos learning needs images seen, not epochs: a
+# small folder needs many passes. The CLI then shortens the run if this machine is too slow for it.
+IMAGES_TO_SEE = 300_000   # about 60 passes over 5,000 photos, 6 over CIFAR-10's 50,000
+CPU_SECONDS = 12 * 60     # the longest a run chosen by the defaults may train on a CPU
+FITTED_DEFAULTS = dict(model="convnet", objective="softmax", batch_size=128, lr=0.03, tau=0.07,
+                       bank_init="features")
+
+
+def fitted_config(n: int, smallest_class: int, **overrides) -> TrainConfig:
+    """The defaults for ``n`` training images whose smallest class has ``smallest_class`` images:
+
+    - epochs so that about ``IMAGES_TO_SEE`` images are seen (between 5 and 200 passes);
+    - batch 128 (at most n / 4), the paper's lr 0.03 and tau 0.07, the bank started from the untrained
+      features (so a short run learns from its first epoch);
+    - kNN k scaled like the paper's 200 neighbours among 5,000 images per class (4 %), at least 5;
+    - NCE m = n / 8 noise samples, at most the paper's 4096; kNN every tenth of the run.
+    """
+    epochs = overrides.get("epochs") or min(200, max(5, -(-IMAGES_TO_SEE // n)))
+    fitted = dict(FITTED_DEFAULTS, epochs=epochs, batch_size=max(2, min(128, n // 4)),
+                  knn_k=max(1, min(200, smallest_class, max(5, round(0.04 * smallest_class)))),
+                  nce_m=max(1, min(NCE_M, n // 8)), eval_every=max(1, epochs // 10))
+    return _preset(fitted, overrides)
+
+
+def epochs_within(cfg: TrainConfig, seconds_per_epoch: float, seconds: float = CPU_SECONDS) -> int:
+    """The most epochs (at least 1, at most ``cfg.epochs``) that train within ``seconds``."""
+    return max(1, min(cfg.epochs, int(seconds // max(seconds_per_epoch, 1e-9))))
+
+
 def default_config(**overrides) -> TrainConfig:
     """``quick_config`` in quick mode, ``paper_config`` otherwise."""
     return quick_config(**overrides) if is_quick() else paper_config(**overrides)

@@ -126,6 +126,29 @@ def test_pic_options_reach_the_trainer(folder, tmp_path):
     assert bad.returncode == 2 and "need 1 <= stride <= window <= n" in bad.stderr
 
 
+def test_defaults_fit_the_folder_and_this_machines_time(folder, tmp_path, capsys, monkeypatch):
+    """On a CPU the defaults come from the data (recipe.fitted_config) and shrink to the time a default run
+    may take; --epochs is taken as given."""
+    from instdisc_lesson import recipe
+
+    monkeypatch.setenv("INSTDISC_BUDGET", "quick")
+    monkeypatch.delenv("INSTDISC_QUICK", raising=False)
+    monkeypatch.setattr(recipe, "CPU_SECONDS", 1e-6)  # a machine far too slow for the fitted 200 epochs
+    out = tmp_path / "fitted"
+    main(["train", "--data", str(folder), "--out", str(out)])
+    said = capsys.readouterr().err
+    assert "the defaults' 200 epochs would take about" in said and "training 1, to stay within" in said
+    assert "recipe: softmax, convnet, tau 0.07, batch 12, lr 0.03, kNN k 5 (defaults fitted to 48 images" in said
+    config = json.loads((out / "metrics.json").read_text())["config"]  # 48 images, 24 per class
+    assert (config["epochs"], config["batch_size"], config["knn_k"], config["eval_every"]) == (1, 12, 5, 1)
+    monkeypatch.setattr(recipe, "CPU_SECONDS", 1e9)  # resumed on a faster machine: the run keeps its 1 epoch
+    main(["train", "--data", str(folder), "--out", str(out), "--resume"])
+    assert json.loads((out / "metrics.json").read_text())["config"]["epochs"] == 1
+    main(["train", "--data", str(folder), "--epochs", "2", "--out", str(tmp_path / "given")])
+    assert "would take" not in capsys.readouterr().err  # --epochs: trained as asked, however long
+    assert json.loads((tmp_path / "given" / "metrics.json").read_text())["config"]["epochs"] == 2
+
+
 def test_train_size_pretrains_on_part_and_reports_both_sizes(folder, tmp_path, capsys):
     out = tmp_path / "part"
     main(["train", "--data", str(folder), "--objective", "softmax", "--epochs", "1", "--batch-size", "8", "--knn-k", "5",
@@ -174,7 +197,7 @@ def test_resume_refuses_changed_settings_and_foreign_files(folder, tmp_path):
     assert tiny_run(folder, out).returncode == 0
     before = (out / "checkpoint.pt").read_bytes()
     changed = tiny_run(folder, out, "--resume", "--seed", "7", "--tau", "0.2")
-    assert changed.returncode == 2 and "seed=0" in changed.stderr and "seed=7" in changed.stderr and "tau=0.1" in changed.stderr
+    assert changed.returncode == 2 and "seed=0" in changed.stderr and "seed=7" in changed.stderr and "tau=0.07" in changed.stderr
     assert "mix two different runs" in changed.stderr and "Traceback" not in changed.stderr
     assert (out / "checkpoint.pt").read_bytes() == before
     longer = run_cli("train", "--data", str(folder), "--epochs", "2", "--batch-size", "16", "--knn-k", "5", "--resume",

@@ -137,3 +137,21 @@ def test_runs_and_data_resolve_beside_the_course_or_the_working_directory(monkey
     monkeypatch.chdir(tmp_path)
     assert config.project_root() == tmp_path
     assert config.runs_root() == tmp_path / "runs" and "instdisc_lesson" not in str(config.data_root())
+
+
+def test_fitted_defaults_worked_by_hand():
+    """recipe.fitted_config: 300,000 images seen (5-200 epochs), batch <= n/4, k = 4 % of the smallest class
+    (at least 5, at most the class and 200), NCE m = n/8 (at most 4096), kNN every tenth of the run."""
+    from instdisc_lesson.recipe import epochs_within, fitted_config
+
+    def knobs(cfg):
+        return cfg.epochs, cfg.batch_size, cfg.knn_k, cfg.nce_m, cfg.eval_every, cfg.tau, cfg.model, cfg.bank_init
+
+    assert knobs(fitted_config(5_000, 500)) == (60, 128, 20, 625, 6, 0.07, "convnet", "features")
+    assert knobs(fitted_config(50_000, 5_000)) == (6, 128, 200, 4096, 1, 0.07, "convnet", "features")
+    assert knobs(fitted_config(1_438, 143)) == (200, 128, 6, 179, 20, 0.07, "convnet", "features")  # ceil(208.6) capped
+    assert knobs(fitted_config(40, 4)) == (200, 10, 4, 5, 20, 0.07, "convnet", "features")  # k at most the class
+    assert fitted_config(5_000, 500, objective="pic").tau == 0.2  # PIC's own temperature
+    assert fitted_config(5_000, 500, epochs=7, tau=0.2).epochs == 7  # options given win
+    cfg = fitted_config(5_000, 500)
+    assert epochs_within(cfg, 20.0, 720) == 36 and epochs_within(cfg, 1.0, 720) == 60 and epochs_within(cfg, 1e4, 720) == 1
