@@ -154,3 +154,24 @@ def check_bank_megabytes(fn) -> None:
             f"n={args[0]}, d={args[1]}, {args[2]} bytes per value, {args[3]} GPUs, sharded={args[4]}: "
             f"got {got}, expected {ref:.6g} MB")
     _ok("bank memory per GPU")
+
+
+def check_balanced_subset(fn) -> None:
+    """Notebook 09. ``fn(labels, per_class, gen)`` returns the indices of ``per_class`` images drawn at random
+    from every class (no image twice): the labelled images of a few-labels experiment."""
+    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
+    idx = fn(labels, 2, torch.Generator().manual_seed(0))
+    assert idx is not None, "return a tensor of indices"
+    idx = torch.as_tensor(idx).flatten().long()
+    assert len(idx) == 6 and len(set(idx.tolist())) == 6, f"3 classes x 2 = 6 distinct indices, got {idx.tolist()}"
+    assert bool(((idx >= 0) & (idx < len(labels))).all()), f"indices must lie in 0..{len(labels) - 1}, got {idx.tolist()}"
+    assert torch.bincount(labels[idx], minlength=3).tolist() == [2, 2, 2], (
+        f"two images of each class, got labels {labels[idx].tolist()}")
+    # Random within each class: over 400 draws each of class 1's four images is picked about 1/4 of the time.
+    g = torch.Generator().manual_seed(1)
+    picks = torch.stack([torch.as_tensor(fn(labels, 1, g)).flatten().long() for _ in range(400)])
+    counts = torch.tensor([(picks == i).sum().item() for i in range(3, 7)], dtype=torch.float)
+    assert bool(((counts - 100).abs() < 4 * math.sqrt(400 * 0.25 * 0.75)).all()), (
+        f"class 1's images 3-6 were picked {counts.int().tolist()} times in 400 draws of one per class: "
+        "draw at random within each class (torch.randperm with gen), not the first ones")
+    _ok("balanced subset")

@@ -24,7 +24,17 @@ def mc_right(bank, f, tau, m, gen):
     return len(bank) * torch.exp(f @ bank[j].t() / tau).mean()
 
 
+def balanced_right(labels, per_class, gen):
+    return torch.cat([(labels == c).nonzero().flatten()[torch.randperm(int((labels == c).sum()), generator=gen)[:per_class]]
+                      for c in labels.unique()])
+
+
+def balanced_first(labels, per_class, gen):  # balanced, but always the first images of each class
+    return torch.cat([(labels == c).nonzero().flatten()[:per_class] for c in labels.unique()])
+
+
 CASES = [
+    (exercises.check_balanced_subset, balanced_right, balanced_first),
     (exercises.check_flip, flip_right, lambda b, p, g: b.flip(-1) if torch.rand(1, generator=g) < p else b),  # one coin per batch
     (exercises.check_softmax_probabilities, probabilities, lambda f, b, t: torch.softmax(f @ b.t(), 1)),  # forgot tau
     (exercises.check_bank_update, update_right, lambda b, i, f, m: (b.index_copy_(0, i, m * b[i] + (1 - m) * f))),  # no renorm
