@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CIFAR10_SIZES = (50_000, 5_000)  # training images, and images in its smallest class
+CIFAR10_SIZES = (50_000, 5_000)
+AT_RISK = 0.9  # a baseline kNN this high leaves instance discrimination little to add (measured on digits)  # training images, and images in its smallest class
 
 
 def build_config(args, train=None) -> TrainConfig:
@@ -190,10 +191,17 @@ def train_command(args) -> dict:
             f"{cfg.batch_size} and {cost['evaluations']} kNN evaluations to go; expected about "
             f"{format_seconds(cost['seconds'])} here ({1000 * cost['step_seconds']:.0f} ms per step, "
             f"{cost['eval_seconds']:.1f} s per evaluation). --epochs changes it.")
+        raw1, raw5 = raw_pixel_knn(train, test, cfg.knn_k, cfg.knn_sigma)
+        trainer._baseline()  # the untrained network's kNN (kept in the checkpoint; once per run)
+        untrained = trainer.baselines["random_init_knn_top1"]
+        if max(untrained, raw1) >= AT_RISK:
+            say(f"at risk: on these images raw pixels already reach {raw1:.1%} and the untrained network {untrained:.1%} "
+                "(kNN). Instance discrimination has little to add to such easy data and can end below the untrained "
+                "network (it did on scikit-learn's digits: README, 'Defaults on your own images'). The run goes on: "
+                "compare its kNN with these two numbers.")
         start = time.perf_counter()
         trainer.fit()
         top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]
-        raw1, raw5 = raw_pixel_knn(train, test, cfg.knn_k, cfg.knn_sigma)
         metrics = {
             "knn_top1": top1, "knn_top5": top5,
             "random_init_knn_top1": trainer.baselines["random_init_knn_top1"],
@@ -207,6 +215,10 @@ def train_command(args) -> dict:
             atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
     if rank0:
         print(f"kNN top-1 {top1:.1%} (random init {metrics['random_init_knn_top1']:.1%}, raw pixels {raw1:.1%}) -> {out / 'metrics.json'}")
+        if top1 < untrained:
+            say(f"warning: the trained network ({top1:.1%}) ends below the untrained one ({untrained:.1%}) on these "
+                "images: training made the features worse for kNN here. Use the untrained network's features or raw "
+                "pixels for this data, or try other settings (--tau, --epochs).")
     return metrics
 
 

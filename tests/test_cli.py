@@ -52,6 +52,7 @@ def test_train_on_image_folder_writes_metrics(folder, tmp_path, capsys):
     assert KEYS <= metrics.keys()
     assert len(metrics["history"]) == 2 and metrics["config"]["objective"] == "nce"
     assert metrics["raw_pixel_knn_top1"] == 1.0  # red vs blue: pixels solve it, as they should
+    assert "at risk: on these images raw pixels already reach 100.0%" in said  # ... and the CLI says so
     assert (out / "checkpoint.pt").exists()
 
 
@@ -147,6 +148,16 @@ def test_defaults_fit_the_folder_and_this_machines_time(folder, tmp_path, capsys
     main(["train", "--data", str(folder), "--epochs", "2", "--out", str(tmp_path / "given")])
     assert "would take" not in capsys.readouterr().err  # --epochs: trained as asked, however long
     assert json.loads((tmp_path / "given" / "metrics.json").read_text())["config"]["epochs"] == 2
+
+
+def test_a_run_ending_below_the_untrained_network_is_called_out(folder, tmp_path, capsys, monkeypatch):
+    from instdisc_lesson.trainer import Trainer
+
+    def worse(self):  # a run whose features got worse: kNN 0 after one epoch
+        self.history.append({"epoch": 1, "loss": 1.0, "knn_top1": 0.0, "knn_top5": 0.0})
+    monkeypatch.setattr(Trainer, "fit", worse)
+    main(["train", "--data", str(folder), "--epochs", "1", "--batch-size", "8", "--knn-k", "5", "--out", str(tmp_path / "w")])
+    assert "warning: the trained network (0.0%) ends below the untrained one" in capsys.readouterr().err
 
 
 def test_train_size_pretrains_on_part_and_reports_both_sizes(folder, tmp_path, capsys):
