@@ -7,7 +7,7 @@ from instdisc_lesson import records
 from instdisc_lesson.cli import build_config, build_parser
 from instdisc_lesson.recipe import TrainConfig
 
-EXPERIMENTS = {"table1", "tau", "lambda", "z_mode", "pic", "semi_supervised"}
+EXPERIMENTS = {"table1", "tau", "lambda", "z_mode", "pic", "semi_supervised", "dim", "train_size"}
 SHIPPED = records.names()
 TRAINED = [n for n in SHIPPED if records.load(n)["experiment"] != "semi_supervised"]  # made by `train`
 FEW_LABELS = [n for n in SHIPPED if n not in TRAINED]  # made by `semisup` on the shipped checkpoint
@@ -22,6 +22,20 @@ def test_table1_ships_the_rows_the_notebooks_read():
         assert {k: rec["config"][k] for k in shared} == shared, rec["name"]
     assert table1["table1-softmax"]["knn_top1"] > table1["table1-softmax"]["raw_pixel_knn_top1"] + 0.10
     assert table1["table1-nce-m4096"]["knn_top1"] > table1["table1-nce-m1"]["knn_top1"] + 0.05
+
+
+@pytest.mark.parametrize("experiment,varied", [("dim", {"dim"}), ("train_size", {"train_size", "epochs", "eval_every"})])
+def test_dim_and_train_size_records_differ_from_tau_007_in_one_setting(experiment, varied):
+    """Notebook 09 plots tau-0.07 as the d = 128, all-50,000-images point of both: nothing else may differ.
+    The subsets train for the same number of steps: epochs x images = 5 x 50,000."""
+    reference = {**TrainConfig().to_dict(), **records.load("tau-0.07")["config"]}  # fields added since: defaults
+    runs = records.load_experiment(experiment)
+    assert len(runs) >= 3
+    for rec in runs.values():
+        assert {k for k, v in rec["config"].items() if reference.get(k) != v} == varied, rec["name"]
+        if experiment == "train_size":
+            size = rec["config"]["train_size"]
+            assert rec["train_images"] == size and rec["epochs"] * size == 5 * 50_000
 
 
 @pytest.mark.parametrize("name", SHIPPED)

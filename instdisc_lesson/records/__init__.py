@@ -104,7 +104,8 @@ def train_yourself(record: dict, start: bool = False) -> dict | None:
     args = train_args(record, out)
     print("python -m instdisc_lesson " + " ".join(args))
     if not start:
-        print(f"(set start=True to run it: {record['epochs']} epochs took {record['train_seconds'] / 60:.0f} min on "
+        budget = f"{record['steps']} steps" if "steps" in record else f"{record['epochs']} epochs"  # few labels: steps
+        print(f"(set start=True to run it: {budget} took {record['train_seconds'] / 60:.0f} min on "
               f"{record['device'].split(' (')[0]}; the command prints its expected time here before it starts)")
         return None
     subprocess.run([sys.executable, "-m", "instdisc_lesson", *args], check=True)
