@@ -99,8 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-CIFAR10_SIZES = (50_000, 5_000)
-AT_RISK = 0.9  # a baseline kNN this high leaves instance discrimination little to add (measured on digits)  # training images, and images in its smallest class
+CIFAR10_SIZES = (50_000, 5_000)  # training images, and images in its smallest class
+AT_RISK = 0.9  # a baseline kNN this high leaves instance discrimination little to add (measured on digits)
 
 
 def build_config(args, train=None) -> TrainConfig:
@@ -163,13 +163,13 @@ def train_command(args) -> dict:
     cfg = build_config(args, train)
     say = (lambda text: print(text, file=sys.stderr)) if rank0 else (lambda text: None)
     say(describe_setup() + (f" | {cfg.world_size} processes (torchrun)" if cfg.world_size > 1 else ""))
-    # One run per folder: a second process on the same --out is refused. Under torchrun rank 0 holds the lock.
     # Defaults fitted to the data (a CPU, no --epochs): a resumed run keeps the epochs it was started with,
     # a new one is shortened when this machine would need more than recipe.CPU_SECONDS for it.
     fitted = cfg.data != "quick" and is_quick() and args.epochs is None
     resuming = args.resume and ckpt.exists()
     if fitted and resuming:
         cfg = _with_epochs(cfg, _saved_epochs(ckpt, cfg.epochs), args)
+    # One run per folder: a second process on the same --out is refused. Under torchrun rank 0 holds the lock.
     with run_lock(out) if rank0 else contextlib.nullcontext():
         trainer = Trainer(cfg, train, test, device=device, out_dir=out)
         if resuming:
@@ -192,7 +192,7 @@ def train_command(args) -> dict:
             f"{format_seconds(cost['seconds'])} here ({1000 * cost['step_seconds']:.0f} ms per step, "
             f"{cost['eval_seconds']:.1f} s per evaluation). --epochs changes it.")
         raw1, raw5 = raw_pixel_knn(train, test, cfg.knn_k, cfg.knn_sigma)
-        trainer._baseline()  # the untrained network's kNN (kept in the checkpoint; once per run)
+        trainer.baseline()  # the untrained network's kNN (kept in the checkpoint; once per run)
         untrained = trainer.baselines["random_init_knn_top1"]
         if max(untrained, raw1) >= AT_RISK:
             say(f"at risk: on these images raw pixels already reach {raw1:.1%} and the untrained network {untrained:.1%} "

@@ -177,7 +177,7 @@ class Trainer:
         from tqdm.auto import tqdm
 
         target = self.cfg.epochs if epochs is None else epochs
-        self._baseline()
+        self.baseline()
         bar = tqdm(range(self.epoch, target), desc=f"{self.cfg.objective}/{self.cfg.model}",
                    disable=not self.progress or self.rank > 0, initial=self.epoch, total=target)
         for _ in bar:
@@ -203,7 +203,7 @@ class Trainer:
                 self._write_history()
         return self.history
 
-    def _baseline(self) -> None:
+    def baseline(self) -> None:
         """kNN of the untrained network (once per run), timed: the first evaluation."""
         if self.test_set is not None and "random_init_knn_top1" not in self.baselines:
             start = time.perf_counter()
@@ -219,7 +219,7 @@ class Trainer:
         ``{"seconds", "step_seconds", "eval_seconds", "steps", "evaluations"}``.
         """
         target = self.cfg.epochs if epochs is None else epochs
-        self._baseline()
+        self.baseline()
         saved = copy.deepcopy(self.state_dict())
         kept = self.last_loss, self.step_losses, self.step_hooks
         self.step_hooks = []  # the timed steps are not part of the run: no hook sees them
