@@ -3,7 +3,8 @@
 The paper's recipe (Wu et al. 2018, CIFAR-10): SGD lr 0.03, momentum 0.9, weight decay 5e-4,
 batch 128, 200 epochs, lr x0.1 at epochs 120 and 160, tau = 0.07 (0.1 in the CIFAR code), bank
 momentum 0.5, NCE m = 4096, kNN k = 200. ``paper_config()`` holds it; ``quick_config()`` holds the
-settings calibrated for a CPU in quick mode (see README and benchmarks/RESULTS.md for the measurements).
+settings calibrated for a CPU in quick mode (see README and benchmarks/RESULTS.md for the measurements);
+``fitted_config()`` the defaults fitted to any other data on a CPU (RESULTS.md section 10).
 
 An objective with a temperature of its own (PIC's 0.2, Cao et al. 2020) gets it from a preset unless
 ``tau`` is given: the preset asks the objective's class (``default_tau``), never its name.
