@@ -7,7 +7,9 @@
 Unset options take the paper's defaults (full mode) or the calibrated quick-mode defaults (quick
 mode, or ``--data quick``). The run writes ``RUN_DIR/checkpoint.pt`` after every epoch and finally
 ``RUN_DIR/metrics.json`` with ``knn_top1``, ``knn_top5``, ``random_init_knn_top1`` (the same model
-untrained, on the same data), ``raw_pixel_knn_top1``, ``history`` and ``config``.
+untrained, on the same data), ``raw_pixel_knn_top1``, ``history`` and ``config``. No harm done: the run
+ends with its last epoch's network unless the untrained one scores higher by leave-one-out kNN on the
+training images (``kept_epoch`` 0, ``kept_knn_top1``); ``semisup --checkpoint`` uses the kept network.
 
 The same command runs on N processes (CPU with gloo, or one GPU each with NCCL) under torchrun;
 ``--batch-size`` is then the global batch, and rank 0 alone writes (notebook 08):
@@ -89,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or quick in the quick budget)")
     f.add_argument("--data-root", default=None, help="where CIFAR-10 lives (default: $INSTDISC_DATA or data/)")
     f.add_argument("--checkpoint", default="shipped", help="the pretrained network: 'shipped' (the course's CIFAR-10 "
-                   "ConvNet) or the checkpoint.pt of a train run")
+                   "ConvNet) or the checkpoint.pt of a train run (the network that run kept)")
     f.add_argument("--fraction", type=float, required=True, help="share of the training labels used, e.g. 0.01")
     f.add_argument("--steps", type=int, default=600, help="SGD steps of fine-tuning and of training from scratch (default 600)")
     f.add_argument("--eval-every", type=int, default=100, help="test accuracy every N steps (default 100)")
@@ -196,14 +198,19 @@ def train_command(args) -> dict:
         untrained = trainer.baselines["random_init_knn_top1"]
         if max(untrained, raw1) >= AT_RISK:
             say(f"at risk: on these images raw pixels already reach {raw1:.1%} and the untrained network {untrained:.1%} "
-                "(kNN). Instance discrimination has little to add to such easy data and can end below the untrained "
-                "network (it did on scikit-learn's digits: README, 'Defaults on your own images'). The run goes on: "
-                "compare its kNN with these two numbers.")
+                "(kNN). Instance discrimination has little to add to such easy data and can make the features worse "
+                "(it did on scikit-learn's digits: README, 'Defaults on your own images'). The run goes on, and ends "
+                "with the untrained network if its last epoch does not beat it on the training images.")
         start = time.perf_counter()
         trainer.fit()
         top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]
+        kept = trainer.kept()  # the last epoch's network, or the untrained one if that scored higher
+        kept_top1 = untrained if kept["epoch"] == 0 else next(h["knn_top1"] for h in trainer.history
+                                                               if h["epoch"] == kept["epoch"])
         metrics = {
             "knn_top1": top1, "knn_top5": top5,
+            "kept_epoch": kept["epoch"], "kept_knn_top1": kept_top1, "kept_train_loo_top1": kept["train_loo_top1"],
+            "random_init_train_loo_top1": trainer.baselines.get("random_init_train_loo_top1"),
             "random_init_knn_top1": trainer.baselines["random_init_knn_top1"],
             "random_init_knn_top5": trainer.baselines["random_init_knn_top5"],
             "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5,
@@ -215,9 +222,14 @@ def train_command(args) -> dict:
             atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
     if rank0:
         print(f"kNN top-1 {top1:.1%} (random init {metrics['random_init_knn_top1']:.1%}, raw pixels {raw1:.1%}) -> {out / 'metrics.json'}")
-        if top1 < untrained:
-            say(f"warning: the trained network ({top1:.1%}) ends below the untrained one ({untrained:.1%}) on these "
-                "images: training made the features worse for kNN here. Use the untrained network's features or raw "
+        if kept["epoch"] == 0:
+            say(f"kept: the untrained network (kNN {untrained:.1%}). The last epoch scored below it by leave-one-out kNN on "
+                f"the training images ({trainer.history[-1]['train_loo_top1']:.1%} against {kept['train_loo_top1']:.1%}): "
+                "training made the features worse here, so the run keeps the untrained weights. Raw pixels or other "
+                "settings (--tau, --epochs) may serve this data better.")
+        if kept_top1 < untrained:
+            say(f"warning: the kept network ({kept_top1:.1%}) is below the untrained one ({untrained:.1%}) on the test "
+                "images, though it scored at least as well on the training images: use the untrained network's features or raw "
                 "pixels for this data, or try other settings (--tau, --epochs).")
     return metrics
 
@@ -257,7 +269,8 @@ def pretrained_encoder(checkpoint: str, device):
         state = torch.load(path, map_location="cpu", weights_only=True)
         cfg = TrainConfig.from_dict(state["config"])
         model = build_model(cfg.model, cfg.dim, cfg.head or objective_class(cfg.objective).head)
-        model.load_state_dict(state["model"])
+        kept_untrained = state.get("kept_epoch") == 0 and state.get("untrained")  # training made it worse
+        model.load_state_dict(state["untrained"]["model"] if kept_untrained else state["model"])
     except (KeyError, RuntimeError, OSError, TypeError, ValueError) as err:
         raise CheckpointError(f"--checkpoint {path} is not a checkpoint.pt written by `train` ({type(err).__name__}); "
                               "give a train run's checkpoint.pt, or 'shipped'") from None

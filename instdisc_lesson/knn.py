@@ -49,11 +49,14 @@ def raw_pixel_features(images: torch.Tensor, mean: torch.Tensor | None = None) -
 
 @torch.no_grad()
 def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, query_features: torch.Tensor,
-               k: int = 200, sigma: float = 0.1, num_classes: int | None = None, chunk: int = 1024) -> torch.Tensor:
+               k: int = 200, sigma: float = 0.1, num_classes: int | None = None, chunk: int = 1024,
+               exclude: torch.Tensor | None = None) -> torch.Tensor:
     """Summed votes per class, ``sum_{i in top-k, y_i = c} exp(s_i / sigma)``: (Q, C).
 
     Queries run ``chunk`` at a time, so memory stays at chunk x n_train however many queries there are.
     The votes are computed as ``exp((s_i - s_max) / sigma)``: the same ranking, and no overflow for small sigma.
+    ``exclude`` (Q,) names, for each query, one training row that may not vote: the query itself when the
+    queries are training images (leave-one-out).
     """
     check_features("train_features", train_features)
     check_features("query_features", query_features)
@@ -63,6 +66,9 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, query_f
     check_sigma(sigma)
     if train_features.shape[1] != query_features.shape[1]:
         raise ValueError(f"train features have dim {train_features.shape[1]} but queries {query_features.shape[1]}")
+    if exclude is not None:
+        check_k(k, len(train_features) - 1)  # one row per query sits out
+        exclude = exclude.to(train_features.device)
     if train_features.dtype in (torch.float16, torch.bfloat16):  # half precision: vote in float32
         train_features = train_features.float()
     C = num_classes if num_classes is not None else int(train_labels.max()) + 1
@@ -71,6 +77,8 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, query_f
     for start in range(0, len(query_features), chunk):
         q = query_features[start:start + chunk].to(train_features.device, train_features.dtype)  # (q, d)
         sims = q @ train_features.t()  # (q, n_train)
+        if exclude is not None:  # the query's own row may not vote for it
+            sims[torch.arange(len(q), device=sims.device), exclude[start:start + chunk]] = -float("inf")
         top_sims, top_idx = sims.topk(k, dim=1)  # (q, k)
         votes = torch.exp((top_sims - top_sims[:, :1]) / sigma)  # (q, k), alpha up to a per-query constant
         scores = torch.zeros(len(q), C, device=q.device, dtype=votes.dtype)
@@ -96,14 +104,36 @@ def knn_accuracy(train_features, train_labels, query_features, query_labels, k: 
     return top1, top5
 
 
-def evaluate_knn(model, train, test, k: int = 200, sigma: float = 0.1, bank: torch.Tensor | None = None) -> dict:
+@torch.no_grad()
+def leave_one_out_knn(features: torch.Tensor, labels: torch.Tensor, k: int = 200, sigma: float = 0.1,
+                      num_classes: int | None = None, queries: torch.Tensor | None = None) -> float:
+    """Top-1 accuracy of classifying training images by the weighted kNN of the *other* training images.
+
+    A score of the features that needs no test image: every training image in turn is a query, and its
+    own row sits out of the vote. ``queries`` (indices) classifies only those images, each still against
+    all the others. ``k`` is at most n - 1 (the others). A run uses it to decide whether it ends with its
+    last epoch's network or the untrained one (``Trainer.kept``, README "No harm done").
+    """
+    k = min(k, len(features) - 1)
+    queries = torch.arange(len(features), device=features.device) if queries is None else queries.to(features.device)
+    scores = knn_scores(features, labels, features[queries], k, sigma, num_classes, exclude=queries)
+    predicted = rank_classes(scores)[:, 0].cpu()
+    return (predicted == labels.cpu()[queries.cpu()]).float().mean().item()
+
+
+def evaluate_knn(model, train, test, k: int = 200, sigma: float = 0.1, bank: torch.Tensor | None = None,
+                 loo_queries: torch.Tensor | None = None) -> dict:
     """kNN top-1/top-5 of ``model`` on ``test``, with the training features recomputed under the test
-    transform (``knn_top1``, ``knn_top5``) and, given a memory bank, read from it instead (``bank_knn_top1``)."""
-    test_f = embed(model, test.images)  # computed once, used by both
-    top1, top5 = knn_accuracy(embed(model, train.images), train.labels, test_f, test.labels, k, sigma, train.num_classes)
+    transform (``knn_top1``, ``knn_top5``) and, given a memory bank, read from it instead (``bank_knn_top1``).
+    Given ``loo_queries`` (indices of training images), also the leave-one-out kNN of those training
+    images among the rest (``train_loo_top1``), from the same training features."""
+    test_f, train_f = embed(model, test.images), embed(model, train.images)  # computed once, used by all
+    top1, top5 = knn_accuracy(train_f, train.labels, test_f, test.labels, k, sigma, train.num_classes)
     result = {"knn_top1": top1, "knn_top5": top5, "bank_knn_top1": None}
     if bank is not None:
         result["bank_knn_top1"] = knn_accuracy(bank, train.labels, test_f, test.labels, k, sigma, train.num_classes)[0]
+    if loo_queries is not None:
+        result["train_loo_top1"] = leave_one_out_knn(train_f, train.labels, k, sigma, train.num_classes, loo_queries)
     return result
 
 

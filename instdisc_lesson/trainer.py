@@ -18,6 +18,12 @@ The data sits on the training device as uint8 and is indexed and augmented there
 After every epoch the trainer recomputes kNN accuracy on the test set, appends to ``history``, and
 (with ``out_dir``) writes ``checkpoint.pt`` atomically, so an interrupted run resumes from its last
 complete epoch with the same result.
+
+No harm done: every evaluation also scores the features without a test image, by leave-one-out kNN on
+the training images (``knn.leave_one_out_knn``), and the untrained network is scored the same way
+before training. A run ends with its last epoch's network unless the untrained one scored higher
+(``Trainer.kept``): on easy data, where instance discrimination makes the features worse, it then
+ends with the untrained network's weights.
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ from .validate import check_k
 
 STATE_KEYS = ("config", "n", "epoch", "model", "objective", "optimizer", "scheduler", "generator", "history", "baselines")
 RESUMABLE_CHANGES = ("eval_every", "compile")  # settings a resumed run may change: they do not change what is trained
+LOO_QUERIES = 2000  # training images classified by their neighbours among the others to score an epoch
 
 
 class Trainer:
@@ -94,6 +101,11 @@ class Trainer:
         # is drawn on rank 0 and broadcast, so every rank shards the same permutation.
         self.gen = torch.Generator(device=self.device).manual_seed(cfg.seed + self.rank)
         self.epoch, self.history, self.baselines = 0, [], {}
+        # The score that decides between the last epoch and the untrained network: leave-one-out kNN of up
+        # to LOO_QUERIES training images (a seeded draw, the same at every evaluation) among all the others.
+        n_ref = len(self.reference)
+        self.loo_queries = torch.randperm(n_ref, generator=torch.Generator().manual_seed(cfg.seed))[:LOO_QUERIES]
+        self.untrained = None  # {"train_loo_top1", "model"}: the untrained network, scored by baseline()
         self.last_loss, self.step_losses = float("nan"), []  # the latest step's loss; this epoch's, step by step
         self.step_hooks = []  # callables hook(trainer, idx, features), run after each step, before the bank update
 
@@ -169,7 +181,17 @@ class Trainer:
         """kNN on the test set: train features recomputed under the test transform (``knn_top1/5``) and,
         for bank objectives, read from the stale memory bank instead (``bank_knn_top1``)."""
         bank = self.objective.bank if self.reference is self.train_set else None  # the bank holds the subset only
-        return evaluate_knn(self.model, self.reference, self.test_set, self.cfg.knn_k, self.cfg.knn_sigma, bank)
+        return evaluate_knn(self.model, self.reference, self.test_set, self.cfg.knn_k, self.cfg.knn_sigma, bank,
+                            self.loo_queries)
+
+    def kept(self) -> dict:
+        """The network this run ends with, ``{"epoch", "train_loo_top1", "model"}``: the last epoch's, unless
+        the untrained network scored higher by leave-one-out kNN on the training images; then the untrained
+        one (epoch 0). A tie keeps the last epoch. The last epoch of ``fit`` is always evaluated."""
+        score = self.history[-1].get("train_loo_top1") if self.history else None
+        if self.untrained is not None and score is not None and score < self.untrained["train_loo_top1"]:
+            return {"epoch": 0, **self.untrained}
+        return {"epoch": self.epoch, "train_loo_top1": score, "model": self.model.state_dict()}
 
     # -- the loop --------------------------------------------------------------------------------
     def fit(self, epochs: int | None = None) -> list[dict]:
@@ -209,7 +231,11 @@ class Trainer:
             start = time.perf_counter()
             scores = self.evaluate()
             self.timings["eval_seconds"] = time.perf_counter() - start
-            self.baselines.update(random_init_knn_top1=scores["knn_top1"], random_init_knn_top5=scores["knn_top5"])
+            self.baselines.update(random_init_knn_top1=scores["knn_top1"], random_init_knn_top5=scores["knn_top5"],
+                                  random_init_train_loo_top1=scores["train_loo_top1"])
+            if self.epoch == 0:  # the network the run falls back to if training makes the features worse
+                weights = {name: value.detach().clone() for name, value in self.model.state_dict().items()}
+                self.untrained = {"train_loo_top1": scores["train_loo_top1"], "model": weights}
 
     def expected_seconds(self, epochs: int | None = None, steps: int = 3) -> dict:
         """What the remaining epochs will cost here: a few training steps are timed and then undone.
@@ -251,6 +277,7 @@ class Trainer:
             "model": self.model.state_dict(), "objective": self.objective.state_dict(),
             "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
             "generator": self.gen.get_state(), "history": self.history, "baselines": self.baselines,
+            "untrained": self.untrained, "kept_epoch": self.kept()["epoch"],
         }
         if self.world > 1:
             mine = self.gen.get_state().to(self.device)
@@ -312,6 +339,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         self.gen.set_state(state["rank_generators"][self.rank] if self.world > 1 else state["generator"])
         self.epoch, self.history, self.baselines = state["epoch"], state["history"], state["baselines"]
+        self.untrained = state.get("untrained")  # absent from checkpoints written before it was kept
 
     def _write_history(self) -> None:
         if self.out_dir is not None and self.rank == 0:

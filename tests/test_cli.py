@@ -150,14 +150,40 @@ def test_defaults_fit_the_folder_and_this_machines_time(folder, tmp_path, capsys
     assert json.loads((tmp_path / "given" / "metrics.json").read_text())["config"]["epochs"] == 2
 
 
-def test_a_run_ending_below_the_untrained_network_is_called_out(folder, tmp_path, capsys, monkeypatch):
+def test_a_run_that_makes_features_worse_keeps_the_untrained_network(folder, tmp_path, capsys, monkeypatch):
+    """No harm done: when the last epoch scores below the untrained network on the training images, the run keeps
+    the untrained weights, says so, and semisup uses them; a kept epoch worse on the test images is called out."""
+    from instdisc_lesson.cli import pretrained_encoder
+    from instdisc_lesson.data import load_dataset
+    from instdisc_lesson.models import build_encoder
+    from instdisc_lesson.recipe import TrainConfig
     from instdisc_lesson.trainer import Trainer
 
-    def worse(self):  # a run whose features got worse: kNN 0 after one epoch
-        self.history.append({"epoch": 1, "loss": 1.0, "knn_top1": 0.0, "knn_top5": 0.0})
-    monkeypatch.setattr(Trainer, "fit", worse)
-    main(["train", "--data", str(folder), "--epochs", "1", "--batch-size", "8", "--knn-k", "5", "--out", str(tmp_path / "w")])
-    assert "warning: the trained network (0.0%) ends below the untrained one" in capsys.readouterr().err
+    def one_epoch_scoring(score):
+        def fit(self):  # one epoch that moves every weight, scores `score` on the training images and kNN 0 on test
+            with torch.no_grad():
+                for p in self.model.parameters():
+                    p.add_(1.0)
+            self.epoch = 1
+            self.history.append({"epoch": 1, "loss": 1.0, "knn_top1": 0.0, "knn_top5": 0.0, "train_loo_top1": score})
+            self.save(self.out_dir / "checkpoint.pt")
+        return fit
+
+    args = ["train", "--data", str(folder), "--epochs", "1", "--batch-size", "8", "--knn-k", "5", "--out"]
+    monkeypatch.setattr(Trainer, "fit", one_epoch_scoring(0.0))  # below the untrained network's score
+    main(args + [str(tmp_path / "worse")])
+    metrics, said = json.loads((tmp_path / "worse" / "metrics.json").read_text()), capsys.readouterr().err
+    assert "kept: the untrained network" in said and "warning" not in said
+    assert (metrics["kept_epoch"], metrics["kept_knn_top1"]) == (0, metrics["random_init_knn_top1"])
+    untrained, _ = build_encoder(TrainConfig.from_dict(metrics["config"]), load_dataset(str(folder))[0].images, "cpu")
+    model, _ = pretrained_encoder(str(tmp_path / "worse" / "checkpoint.pt"), "cpu")
+    assert all(torch.equal(untrained.state_dict()[k], v) for k, v in model.state_dict().items())
+
+    monkeypatch.setattr(Trainer, "fit", one_epoch_scoring(1.0))  # better on the training images, kNN 0 on the test images
+    main(args + [str(tmp_path / "kept")])
+    metrics, said = json.loads((tmp_path / "kept" / "metrics.json").read_text()), capsys.readouterr().err
+    assert (metrics["kept_epoch"], metrics["kept_knn_top1"]) == (1, 0.0)
+    assert "warning: the kept network (0.0%) is below the untrained one" in said
 
 
 def test_train_size_pretrains_on_part_and_reports_both_sizes(folder, tmp_path, capsys):

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 
 from conftest import make_dataset
-from instdisc_lesson.knn import (knn_accuracy, knn_scores, linear_probe, rank_classes, raw_pixel_features, raw_pixel_knn,
-                                 retrieve)
+from instdisc_lesson.knn import (knn_accuracy, knn_scores, leave_one_out_knn, linear_probe, rank_classes,
+                                 raw_pixel_features, raw_pixel_knn, retrieve)
 
 
 def brute_force_knn(train_f, train_y, query_f, k, sigma, C):
@@ -21,6 +21,30 @@ def brute_force_knn(train_f, train_y, query_f, k, sigma, C):
             votes[int(train_y[j])] += math.exp(s / sigma)
         predictions.append(sorted(range(C), key=lambda c: (-votes[c], c)))  # ties: smaller class first
     return predictions
+
+
+def test_leave_one_out_knn_matches_brute_force():
+    """Each training image classified by the k nearest of the *others* (its own row never votes)."""
+    g = torch.Generator().manual_seed(3)
+    f = F.normalize(torch.randn(120, 6, generator=g), dim=1)
+    y = torch.randint(0, 4, (120,), generator=g)
+    queries = torch.tensor([0, 7, 42, 119, 60])
+    for k, sigma in ((1, 0.1), (9, 0.07)):
+        correct = []
+        for i in queries.tolist():
+            others = [j for j in range(120) if j != i]
+            ranked = brute_force_knn(f[others], y[others], f[i:i + 1], k, sigma, 4)[0]
+            correct.append(ranked[0] == int(y[i]))
+        assert leave_one_out_knn(f, y, k, sigma, 4, queries) == pytest.approx(sum(correct) / len(correct))
+    # all images as queries; k larger than the others is cut to n - 1
+    assert 0.0 <= leave_one_out_knn(f, y, 500, 0.1, 4) <= 1.0
+
+
+def test_leave_one_out_by_hand():
+    """Two tight pairs of opposite classes: with k = 1 each point's nearest other is its partner."""
+    f = F.normalize(torch.tensor([[1.0, 0.0], [1.0, 0.1], [-1.0, 0.0], [-1.0, 0.1]]), dim=1)
+    assert leave_one_out_knn(f, torch.tensor([0, 0, 1, 1]), k=1) == 1.0  # partners agree
+    assert leave_one_out_knn(f, torch.tensor([0, 1, 0, 1]), k=1) == 0.0  # partners disagree: self would have said 1.0
 
 
 @pytest.mark.parametrize("k,sigma", [(1, 0.1), (5, 0.1), (20, 0.07), (200, 0.5)])

@@ -46,6 +46,47 @@ def test_resume_equals_uninterrupted_run(tiny, tmp_path):
         assert torch.allclose(p.float(), q.float(), atol=1e-5), name
 
 
+def test_the_kept_network_is_the_last_epoch_unless_the_untrained_one_scores_higher(tiny, tmp_path):
+    """No harm done: the last epoch's network, unless the untrained network scored higher by leave-one-out kNN
+    on the training images; the untrained weights and score survive a resume."""
+    train, test = tiny
+    trainer = Trainer(tiny_cfg(epochs=2), train, test, out_dir=tmp_path, progress=False)
+    untrained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    history = trainer.fit()
+    from instdisc_lesson.knn import embed, leave_one_out_knn  # the score, computed here directly
+    direct = leave_one_out_knn(embed(trainer.model, train.images), train.labels, 5, 0.1, 4, trainer.loo_queries)
+    assert history[-1]["train_loo_top1"] == pytest.approx(direct)
+    before = trainer.baselines["random_init_train_loo_top1"]
+    assert trainer.untrained["train_loo_top1"] == before
+    assert all(torch.equal(untrained[k], v) for k, v in trainer.untrained["model"].items())
+    kept = trainer.kept()
+    if direct >= before:
+        assert kept["epoch"] == 2 and all(torch.equal(trainer.model.state_dict()[k], v) for k, v in kept["model"].items())
+    else:
+        assert kept["epoch"] == 0 and all(torch.equal(untrained[k], v) for k, v in kept["model"].items())
+    resumed = Trainer(tiny_cfg(epochs=2), train, test, progress=False)
+    resumed.load(tmp_path / "checkpoint.pt")
+    assert resumed.kept()["epoch"] == kept["epoch"] and resumed.untrained["train_loo_top1"] == before
+    assert all(torch.equal(untrained[k], v) for k, v in resumed.untrained["model"].items())
+
+
+@pytest.mark.parametrize("last,kept_epoch", [(0.5, 0), (0.9, 2), (0.95, 2)])
+def test_the_untrained_network_is_kept_when_the_last_epoch_scores_lower(tiny, monkeypatch, last, kept_epoch):
+    """Scores worked by hand: untrained 0.9; the last epoch 0.5 (kept: untrained), 0.9 (a tie: the last epoch)
+    or 0.95. An earlier epoch's 0.99 does not count: the run ends with its last epoch or the untrained one."""
+    train, test = tiny
+    trainer = Trainer(tiny_cfg(epochs=2), train, test, progress=False)
+    untrained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    real = trainer.evaluate
+    monkeypatch.setattr(trainer, "evaluate", lambda: {**real(), "train_loo_top1": (0.9, 0.99, last)[trainer.epoch]})
+    trainer.fit()
+    kept = trainer.kept()
+    assert (kept["epoch"], kept["train_loo_top1"]) == (kept_epoch, 0.9 if kept_epoch == 0 else last)
+    assert all(torch.equal((untrained if kept_epoch == 0 else trainer.model.state_dict())[k], v)
+               for k, v in kept["model"].items())
+    assert not all(torch.equal(trainer.model.state_dict()[k], v) for k, v in untrained.items())  # it did train
+
+
 def test_checkpoint_from_another_config_is_refused(tiny, tmp_path):
     train, test = tiny
     Trainer(tiny_cfg(epochs=1), train, test, out_dir=tmp_path, progress=False).fit()
