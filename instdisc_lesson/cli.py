@@ -205,8 +205,7 @@ def train_command(args) -> dict:
         trainer.fit()
         top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]
         kept = trainer.kept()  # the last epoch's network, or the untrained one if that scored higher
-        kept_top1 = untrained if kept["epoch"] == 0 else next(h["knn_top1"] for h in trainer.history
-                                                               if h["epoch"] == kept["epoch"])
+        kept_top1 = untrained if kept["epoch"] == 0 else top1
         metrics = {
             "knn_top1": top1, "knn_top5": top5,
             "kept_epoch": kept["epoch"], "kept_knn_top1": kept_top1, "kept_train_loo_top1": kept["train_loo_top1"],
