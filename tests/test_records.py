@@ -7,10 +7,11 @@ from instdisc_lesson import records
 from instdisc_lesson.cli import build_config, build_parser
 from instdisc_lesson.recipe import TrainConfig
 
-EXPERIMENTS = {"table1", "tau", "lambda", "z_mode", "pic", "semi_supervised", "dim", "train_size"}
+EXPERIMENTS = {"table1", "tau", "lambda", "z_mode", "pic", "semi_supervised", "semi_steps", "dim", "train_size"}
 SHIPPED = records.names()
-TRAINED = [n for n in SHIPPED if records.load(n)["experiment"] != "semi_supervised"]  # made by `train`
-FEW_LABELS = [n for n in SHIPPED if n not in TRAINED]  # made by `semisup` on the shipped checkpoint
+FEW_LABELS = [n for n in SHIPPED  # made by `semisup` on the shipped checkpoint
+              if records.load(n)["command"].startswith("python -m instdisc_lesson semisup ")]
+TRAINED = [n for n in SHIPPED if n not in FEW_LABELS]  # made by `train`
 
 
 def test_table1_ships_the_rows_the_notebooks_read():
@@ -36,6 +37,16 @@ def test_dim_and_train_size_records_differ_from_tau_007_in_one_setting(experimen
         if experiment == "train_size":
             size = rec["config"]["train_size"]
             assert rec["train_images"] == size and rec["epochs"] * size == 5 * 50_000
+
+
+def test_the_longer_few_labels_record_differs_in_steps_alone():
+    """Notebook 09 sets semi-20pct-3000steps beside semi-20pct: the same labels and checkpoint, 5x the steps."""
+    runs = records.load_experiment("semi_steps")
+    same = lambda config: {**config, "pretrained": TrainConfig.from_dict(config["pretrained"]).to_dict()}  # fields added since
+    short = same(records.load("semi-20pct")["config"])
+    for rec in runs.values():
+        assert {k for k, v in same(rec["config"]).items() if short[k] != v} == {"steps", "eval_every"}, rec["name"]
+        assert rec["steps"] == 5 * short["steps"] and rec["labelled_images"] == records.load("semi-20pct")["labelled_images"]
 
 
 @pytest.mark.parametrize("name", SHIPPED)
