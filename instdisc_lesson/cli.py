@@ -307,8 +307,18 @@ def semisup_command(args) -> dict:
     return metrics
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the run is, so that it unwinds like Ctrl-C: temporary files removed, the lock released.
+
+    A subclass on purpose: when a plain KeyboardInterrupt passes through ``exec`` of a string (dataclasses
+    and torch's lazy imports do that), CPython marks it unhandled, and a ``python -m`` process then ends by
+    SIGINT however it exits, even after the exception was caught. That mark is set for KeyboardInterrupt
+    itself only, so a subclass leaves the exit status ours (143).
+    """
+
+
 def _stop_on_sigterm(signum, frame):
-    raise KeyboardInterrupt("SIGTERM")  # unwinds like Ctrl-C: temporary files are removed, the lock released
+    raise Terminated()
 
 
 def main(argv=None) -> int:
@@ -327,7 +337,7 @@ def main(argv=None) -> int:
     except FloatingPointError as err:
         parser.exit(3, f"error: {err}\n")
     except KeyboardInterrupt as stop:
-        how, code = ("terminated (SIGTERM)", 143) if str(stop) == "SIGTERM" else ("interrupted", 130)
+        how, code = ("terminated (SIGTERM)", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
         ckpt = Path(args.out).expanduser() / "checkpoint.pt" if args.out.strip() else None
         if ckpt is not None and ckpt.exists():
             parser.exit(code, f"{how}: the last complete epoch is saved in {ckpt.parent}; continue with --resume\n")

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -280,6 +281,29 @@ def test_sigterm_stops_cleanly_and_says_what_was_saved(folder, tmp_path):
     else:
         assert "nothing was saved" in stderr
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")], "no stray temporary file"
+
+
+def test_sigterm_inside_exec_of_a_string_still_exits_143(tmp_path):
+    """A SIGTERM that lands in ``exec(str)`` (dataclasses and torch's lazy imports run such code) exits 143.
+
+    Under ``python -m``, CPython ends a process by SIGINT once a plain KeyboardInterrupt has left an
+    ``exec`` of a string, even if it was caught (this failed CI once, as returncode -2). Deterministic:
+    the fake command sends the signal from inside exec'd code.
+    """
+    (tmp_path / "fake_cli.py").write_text(
+        "import sys\n"
+        "from instdisc_lesson import cli\n"
+        "def train_command(args):\n"
+        "    exec('import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(60)')\n"
+        "cli.train_command = train_command\n"
+        f"sys.exit(cli.main(['train', '--out', {str(tmp_path / 'run')!r}]))\n")
+    env = {**os.environ, "INSTDISC_QUICK": "1",
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    result = subprocess.run([sys.executable, "-m", "fake_cli"], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 143, (result.returncode, result.stderr)
+    assert "terminated (SIGTERM) before the first epoch finished: nothing was saved" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_expected_time_reads_like_a_person_would_say_it():
