@@ -115,13 +115,14 @@ def test_data_root_precedence(monkeypatch, tmp_path):
 
 
 def test_import_is_light():
-    """Reference: the issue's rule that nothing heavy loads at import (umap, sklearn, matplotlib)."""
-    code = ("import sys, time; t = time.perf_counter(); import torch; t1 = time.perf_counter(); import instdisc_lesson; "
-            "t2 = time.perf_counter(); print(t2 - t1, [m for m in ('umap', 'sklearn', 'matplotlib', 'ipywidgets', 'torchvision') if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split(maxsplit=1)
-    seconds, heavy = float(out[0]), out[1].strip()
+    """Reference: the issue's rule that nothing heavy loads at import (umap, sklearn, matplotlib).
+
+    Checked by which modules load, not by a time: a timed assert fails on a busy machine.
+    """
+    code = ("import sys; import instdisc_lesson; "
+            "print([m for m in ('umap', 'sklearn', 'matplotlib', 'ipywidgets', 'torchvision') if m in sys.modules])")
+    heavy = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert heavy == "[]", f"heavy modules imported by instdisc_lesson: {heavy}"
-    assert seconds < 1.0, f"import instdisc_lesson took {seconds:.2f} s beyond torch itself"
 
 
 def test_runs_and_data_resolve_beside_the_course_or_the_working_directory(monkeypatch, tmp_path):
