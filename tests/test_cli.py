@@ -297,8 +297,8 @@ def test_sigterm_inside_exec_of_a_string_still_exits_143(tmp_path):
         "    exec('import os, signal, time\\nos.kill(os.getpid(), signal.SIGTERM)\\ntime.sleep(60)')\n"
         "cli.train_command = train_command\n"
         f"sys.exit(cli.main(['train', '--out', {str(tmp_path / 'run')!r}]))\n")
-    env = {**os.environ, "INSTDISC_QUICK": "1",
-           "PYTHONPATH": os.pathsep.join([str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")])}
+    paths = [str(Path(__file__).resolve().parents[1])] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    env = {**os.environ, "INSTDISC_QUICK": "1", "PYTHONPATH": os.pathsep.join(paths)}  # the package, run from tmp_path
     result = subprocess.run([sys.executable, "-m", "fake_cli"], cwd=tmp_path, env=env, capture_output=True, text=True,
                             timeout=120)
     assert result.returncode == 143, (result.returncode, result.stderr)
