@@ -30,19 +30,20 @@ from pathlib import Path
 
 from . import distributed as dist
 from .checkpoint import CheckpointError, atomic_write, run_lock
-from .config import dataset_name, describe_setup, is_quick
+from .config import budget, dataset_name, describe_setup, is_quick
 from .data import DatasetUnavailableError, load_dataset
 from .models import MODELS
 from .objectives import OBJECTIVES
 from . import recipe
-from .recipe import TrainConfig, epochs_within, fitted_config, paper_config, quick_config
+from .recipe import TrainConfig, epochs_within
 
 # CLI option -> TrainConfig field
 _OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",
             "lr": "lr", "batch_size": "batch_size", "seed": "seed", "lam": "lam", "bank_momentum": "bank_momentum",
             "z_mode": "z_mode", "knn_k": "knn_k", "window": "window", "stride": "stride", "recent_k": "recent_k",
             "bank_init": "bank_init", "compile": "compile", "eval_every": "eval_every", "sync_batchnorm": "sync_batchnorm",
-            "dim": "dim", "train_size": "train_size"}
+            "dim": "dim", "train_size": "train_size", "z_estimator": "z_estimator", "precision": "precision",
+            "memory_format": "memory_format"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,6 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--data", default=None, help="'quick' (offline, small), 'cifar10', or the path of an image folder "
                    "with train/<class>/* and optional test/<class>/* (default: quick in quick mode, else cifar10)")
     t.add_argument("--data-root", default=None, help="where CIFAR-10 lives or is downloaded to (default: $INSTDISC_DATA or data/)")
+    t.add_argument("--preset", choices=("paper", "course"), help="start from the paper's run as written (paper: one-shot Z, "
+                   "random bank, 200 epochs; recipe.paper_config) or from it with the course's deviations (course: EMA of Z, "
+                   "bank from features); default: the paper's in the gpu and paper budgets, values fitted to the data on a CPU")
     t.add_argument("--objective", choices=OBJECTIVES, help="parametric softmax (eq. 1), full non-parametric softmax (eq. 2), "
                    "NCE (eqs. 4-7), or PIC (Cao et al. 2020: cosine softmax, MLP head)")
     t.add_argument("--model", choices=MODELS, help="small ConvNet (CPU) or ResNet-18 for CIFAR (paper)")
@@ -68,6 +72,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lam", type=float, help="proximal weight lambda of eqs. 8-9 (default 0: off)")
     t.add_argument("--bank-momentum", type=float, help="memory-bank momentum (paper code: 0.5)")
     t.add_argument("--z-mode", choices=("ema", "once"), help="NCE normaliser Z: EMA (default) or once from the first batch (paper)")
+    t.add_argument("--z-estimator", choices=("noise", "all"), help="NCE's Z from the m noise scores (eq. 7, default) "
+                   "or from all 1 + m, the positive included (lemniscate's code)")
+    t.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="the network's arithmetic: bf16 autocast or "
+                   "fp32; auto (default, except --data quick) times both on this machine and keeps the faster")
+    t.add_argument("--memory-format", choices=("auto", "contiguous", "channels_last"), help="the network's memory "
+                   "layout; auto (default, except --data quick) times both with the precision")
     t.add_argument("--knn-k", type=int, help="neighbours for the kNN monitor (paper: 200)")
     t.add_argument("--eval-every", type=int, help="recompute kNN accuracy every N epochs (default 1; the last epoch always)")
     t.add_argument("--bank-init", choices=("random", "features"), help="start the bank (or PIC's weights) from random "
@@ -119,17 +129,17 @@ def build_config(args, train=None) -> TrainConfig:
         overrides["correction"] = args.correction
     if dist.world_size() > 1:  # started by torchrun: the number of processes is part of the run
         overrides["world_size"] = dist.world_size()
-    if data == "quick":
-        return quick_config(**overrides, data=data)
-    if not is_quick():
-        return paper_config(**overrides, data=data)
+    if data != "quick":  # the network's precision and layout: the fastest on this machine, unless asked
+        overrides = {"precision": "auto", "memory_format": "auto", **overrides}
+    if getattr(args, "preset", None) == "paper":
+        return recipe.paper_config(**overrides, data=data)
+    if getattr(args, "preset", None) == "course":
+        return recipe.course_config(**overrides, data=data)
     if train is not None:
         sizes = (len(train), int(train.labels.unique(return_counts=True)[1].min()))
-    elif data == "cifar10":
-        sizes = CIFAR10_SIZES
     else:
-        raise ValueError(f"the defaults for {data} are fitted to its images: load them first (build_config(args, train))")
-    return fitted_config(*sizes, **overrides, data=data)
+        sizes = CIFAR10_SIZES if data == "cifar10" else None
+    return recipe.preset(budget(), data, sizes, **overrides)
 
 
 def format_seconds(seconds: float) -> str:
@@ -167,7 +177,7 @@ def train_command(args) -> dict:
     say(describe_setup() + (f" | {cfg.world_size} processes (torchrun)" if cfg.world_size > 1 else ""))
     # Defaults fitted to the data (a CPU, no --epochs): a resumed run keeps the epochs it was started with,
     # a new one is shortened when this machine would need more than recipe.CPU_SECONDS for it.
-    fitted = cfg.data != "quick" and is_quick() and args.epochs is None
+    fitted = cfg.data != "quick" and is_quick() and args.epochs is None and args.preset is None
     resuming = args.resume and ckpt.exists()
     if fitted and resuming:
         cfg = _with_epochs(cfg, _saved_epochs(ckpt, cfg.epochs), args)
@@ -187,6 +197,11 @@ def train_command(args) -> dict:
                 f"{cfg.epochs}, to stay within the {format_seconds(recipe.CPU_SECONDS)} a default run may take on a CPU")
             trainer = Trainer(cfg, train, test, device=device, out_dir=out)
             cost = trainer.expected_seconds()
+        cfg = trainer.cfg  # "auto" precision and layout resolved
+        timed = trainer.timings.get("precision_seconds")
+        say(f"precision: {cfg.precision}, {cfg.memory_format.replace('_', '-')}" + (
+            " (the fastest here; ms per forward+backward: " + ", ".join(
+                f"{mode.replace('_', '-')} {1000 * t:.0f}" for mode, t in timed.items()) + ")" if timed else " (as asked)"))
         say(f"recipe: {cfg.objective}, {cfg.model}, tau {cfg.tau}, batch {cfg.batch_size}, lr {cfg.lr}, kNN k {cfg.knn_k}"
             + (f" (defaults fitted to {len(train):,} images; see README, 'Defaults on your own images')" if fitted else ""))
         say(f"budget: {cfg.epochs} epochs of {len(trainer.train_set):,} images ({trainer.epoch} done), {cost['steps']:,} steps of "
@@ -215,7 +230,9 @@ def train_command(args) -> dict:
             "random_init_knn_top5": trainer.baselines["random_init_knn_top5"],
             "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5,
             "train_images": len(trainer.train_set), "knn_reference_images": len(train), "test_images": len(test), "seconds_this_session": time.perf_counter() - start,
-            "history": trainer.history, "config": cfg.to_dict(),
+            "precision": trainer.cfg.precision, "memory_format": trainer.cfg.memory_format,
+            "deviations": {k: v for k, (v, _) in recipe.deviations(trainer.cfg).items()},
+            "history": trainer.history, "config": trainer.cfg.to_dict(),
         }
         text = json.dumps(metrics, indent=2)
         if rank0:

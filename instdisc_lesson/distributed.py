@@ -112,14 +112,15 @@ def all_mean(value: torch.Tensor) -> torch.Tensor:
     return value / world_size()
 
 
-def all_logsumexp(x: torch.Tensor) -> tuple[torch.Tensor, int]:
+def all_logsumexp(x: torch.Tensor) -> tuple[torch.Tensor, int | torch.Tensor]:
     """``log sum exp`` over every element of ``x`` on every rank, and how many elements that was: the
-    same two numbers on all ranks (NCE's Z, eq. 7, from the whole global batch)."""
+    same two numbers on all ranks (NCE's Z, eq. 7, from the whole global batch). Under torchrun the count
+    stays a tensor (reading it would be a host sync in every step)."""
     local = torch.logsumexp(x.flatten().float(), 0)
     if world_size() == 1:
         return local, x.numel()
     lse = all_gather_cat(local.view(1))  # (W,)
-    count = int(all_gather_cat(torch.tensor([x.numel()], device=x.device)).sum())
+    count = all_gather_cat(torch.tensor([x.numel()], device=x.device)).sum()
     return torch.logsumexp(lse, 0), count
 
 

@@ -83,7 +83,7 @@ class MemoryBank(nn.Module):
         check_finite("features", features)
         mixed = self.momentum * self.bank.index_select(0, idx) + (1.0 - self.momentum) * features.to(self.bank.dtype)  # (B, dim)
         self.bank.index_copy_(0, idx, F.normalize(mixed, dim=1))
-        self.written_at.index_fill_(0, idx, int(self.step))
+        self.written_at.index_put_((idx,), self.step)  # the step counter stays on the device: no host sync
         self.step += 1
 
     def age(self) -> torch.Tensor:

@@ -37,9 +37,13 @@ class Normalize(nn.Module):
 
 
 class Embedder(nn.Module):
-    """backbone -> linear head to ``dim`` -> L2 normalisation. ``features()`` skips the head."""
+    """backbone -> linear head to ``dim`` -> L2 normalisation. ``features()`` skips the head.
 
-    def __init__(self, backbone: nn.Module, width: int, dim: int, head: str = "linear"):
+    ``unit=False`` skips the normalisation: eq. 1's parametric classifier works on the network's raw output
+    (the paper brings ``||v|| = 1`` in with eq. 2). kNN normalises the features it compares either way.
+    """
+
+    def __init__(self, backbone: nn.Module, width: int, dim: int, head: str = "linear", unit: bool = True):
         super().__init__()
         if dim <= 0:
             raise ValueError(f"dim={dim} must be a positive embedding size (the paper uses 128)")
@@ -51,13 +55,14 @@ class Embedder(nn.Module):
             self.head = nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width), nn.ReLU(inplace=True), nn.Linear(width, dim))
         else:
             raise ValueError(f"unknown head {head!r}: choose 'linear' (InstDisc) or 'mlp' (PIC)")
-        self.dim, self.width = dim, width
+        self.dim, self.width, self.unit = dim, width, unit
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.backbone(self.normalize(x))  # (B, width)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(self.features(x)), dim=1)  # (B, dim), unit length
+        z = self.head(self.features(x))  # (B, dim)
+        return F.normalize(z, dim=1) if self.unit else z  # unit length (eq. 2 onwards), or raw (eq. 1)
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
@@ -124,6 +129,5 @@ def build_encoder(cfg, images: torch.Tensor, device=None) -> tuple[Embedder, tor
     device = get_device(device)
     seed_everything(cfg.seed)
     model = build_model(cfg.model, cfg.dim, cfg.head or objective_class(cfg.objective).head).to(device)
-    if device.type == "cuda":
-        model = model.to(memory_format=torch.channels_last)
+    model.unit = objective_class(cfg.objective).unit_features
     return model, batchnorm_pass(model, images.to(device))

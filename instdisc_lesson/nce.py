@@ -16,11 +16,21 @@ Everything is computed in log space so nothing overflows, even in fp16/bf16 at t
     log h      = log P - logaddexp(log P, log(m/n))
     log(1 - h) = log(m/n) - logaddexp(log P, log(m/n))
 
-Z is one number for all instances. The paper (and lemniscate) estimates it **once**, from the first
-batch, and keeps it fixed. On 5,000 CIFAR images with tau = 0.07 that diverged (loss 99 -> 368);
-the features move away from the random ones Z was measured on. An exponential moving average of
-the per-batch estimate follows them and trained stably, so ``z_mode="ema"`` is the default here and
-``z_mode="once"`` reproduces the paper (notebook 03 shows both).
+Z is one number for all instances. **Eq. 7 as written** averages over the m noise samples only
+(``z_estimator="noise"``, the default). lemniscate's code averages over all 1 + m scores, the image's
+own (positive) score included (``z_estimator="all"``): with trained features the positive is often the
+largest term, and at m = 1 it caps h(i, v) of the positive near 2/3 (Z >= n exp(s_pos) / 2, so
+P <= 2/n and h <= (2/n) / (2/n + 1/n)), a floor of log 1.5 under its part of the loss.
+
+The paper (and lemniscate) estimates Z **once**, from the first batch, and keeps it fixed
+(``z_mode="once"``, what ``recipe.paper_config`` uses). On 5,000 CIFAR images with tau = 0.07 and a
+random bank that diverged in a short run (loss 99 -> 368): the features move away from the random ones
+Z was measured on. An exponential moving average of the per-batch estimate (``z_mode="ema"``, the
+course's deviation, ``recipe.course_config``) follows them (notebook 03 shows both).
+
+When Z moves: the first batch sets it inside ``forward`` (the loss needs a Z), and from then on the EMA
+is updated in ``after_step`` from the scores that ``forward`` kept, so an extra forward (an evaluation,
+a timed step) never moves Z.
 """
 from __future__ import annotations
 
@@ -31,9 +41,10 @@ import torch
 from .distributed import all_logsumexp
 from .memory_bank import BANK_MOMENTUM
 from .objectives import TAU, BankObjective
-from .validate import check_nce_m, check_z
+from .validate import check_choice, check_nce_m, check_z
 
 Z_MODES = ("ema", "once")
+Z_ESTIMATORS = ("noise", "all")  # eq. 7 as written (the m noise scores) | lemniscate's code (all 1 + m, positive included)
 NCE_M = 4096  # the paper's noise samples per image (CIFAR-10 and ImageNet)
 
 
@@ -84,7 +95,9 @@ class NCE(BankObjective):
         memory: the :class:`MemoryBank`.
         m: number of noise samples per image (paper: 4096 on CIFAR/ImageNet).
         tau: temperature.
-        z_mode: ``"ema"`` (default, follows the features) or ``"once"`` (the paper: first batch only).
+        z_mode: ``"ema"`` (default here, follows the features) or ``"once"`` (the paper: first batch only).
+        z_estimator: ``"noise"`` (default, eq. 7: the m noise scores) or ``"all"`` (lemniscate's code: the
+            mean of all 1 + m scores, the positive included).
         z_momentum: EMA factor for ``z_mode="ema"``: ``Z <- mu Z + (1 - mu) Z_batch``.
         shared_negatives: draw one set of m noise rows for the whole batch (one matmul instead of a
             (B, m, d) gather; the estimate is the same in expectation).
@@ -106,14 +119,17 @@ class NCE(BankObjective):
 
     def __init__(self, n: int, dim: int, m: int = NCE_M, tau: float = TAU, bank_momentum: float = BANK_MOMENTUM,
                  z_mode: str = "ema", z_momentum: float = 0.99, shared_negatives: bool = False, lam: float = 0.0,
-                 generator: torch.Generator | None = None, full_scores: bool | None = None):
+                 generator: torch.Generator | None = None, full_scores: bool | None = None, z_estimator: str = "noise"):
         super().__init__(n, dim, tau, bank_momentum, lam, generator)
         check_nce_m(m, n)
         check_z(z_mode, z_momentum, Z_MODES)
+        check_choice("z_estimator", z_estimator, Z_ESTIMATORS)
         self.m = int(m)
         self.z_mode, self.z_momentum, self.shared_negatives = z_mode, float(z_momentum), bool(shared_negatives)
-        self.full_scores = full_scores
+        self.z_estimator, self.full_scores = z_estimator, full_scores
         self.register_buffer("log_Z", torch.tensor(float("nan")))
+        self._z_set = False  # whether log_Z holds an estimate: a Python flag, so a step never reads log_Z back
+        self._pending = None  # this step's scores, kept by forward for the EMA update in after_step
 
     def scores(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
         """``v^T f / tau`` for the positive (column 0) and m noise rows: (B, 1 + m)."""
@@ -135,31 +151,54 @@ class NCE(BankObjective):
 
     @torch.no_grad()
     def update_Z(self, scores: torch.Tensor) -> None:
-        """Eq. 7 on this batch: ``log Z_batch = log n + log mean exp(scores)``, then once or EMA.
-        Under torchrun the mean runs over the scores of all ranks, so Z is one number everywhere."""
-        lse, count = all_logsumexp(scores)  # this batch's scores; under torchrun, every rank's
-        log_Z_batch = math.log(self.memory.n) + lse - math.log(count)
-        if torch.isnan(self.log_Z):  # first batch
+        """Eq. 7 on this batch, ``log Z_batch = log n + log mean exp(s)`` over the noise columns (or over all
+        1 + m with ``z_estimator="all"``), then: the first batch sets Z; later ones move it by the EMA
+        (``z_mode="ema"``) or not at all (``"once"``). Under torchrun the mean runs over every rank's scores."""
+        used = scores[:, 1:] if self.z_estimator == "noise" else scores  # column 0 is the positive
+        lse, count = all_logsumexp(used)  # this batch's scores; under torchrun, every rank's
+        log_count = math.log(count) if isinstance(count, int) else torch.log(count.float())
+        log_Z_batch = math.log(self.memory.n) + lse - log_count
+        if not self.z_is_set():  # first batch: one check, once per run
             if not torch.isfinite(log_Z_batch):
                 raise FloatingPointError(
                     f"the first batch gave log Z = {float(log_Z_batch)}: the features are not finite. "
                     "Check the model's output for NaN/inf (a too-large learning rate, or bad input images)."
                 )
             self.log_Z.copy_(log_Z_batch)
+            self._z_set = True
         elif self.z_mode == "ema":  # Z <- mu Z + (1 - mu) Z_batch, in log space
             mu = self.z_momentum
             self.log_Z.copy_(log_Z_batch if mu == 0 else
                              torch.logaddexp(self.log_Z + math.log(mu), log_Z_batch + math.log1p(-mu)))
 
+    def z_is_set(self) -> bool:
+        """Whether Z has been estimated (after a checkpoint was loaded: read once from ``log_Z``)."""
+        if self._z_set is None:
+            self._z_set = not bool(torch.isnan(self.log_Z))
+        return self._z_set
+
+    def _load_from_state_dict(self, *args, **kwargs):
+        super()._load_from_state_dict(*args, **kwargs)
+        self._z_set = None  # log_Z came from the checkpoint: look at it once, when next needed
+
     @classmethod
     def from_config(cls, cfg, n: int) -> "NCE":
         return cls(n, cfg.dim, cfg.nce_m, cfg.tau, cfg.bank_momentum, cfg.z_mode, cfg.z_momentum,
-                   cfg.shared_negatives, cfg.lam)
+                   cfg.shared_negatives, cfg.lam, z_estimator=cfg.z_estimator)
 
     def loss(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
         scores = self.scores(features, idx, gen)  # (B, 1 + m)
-        self.update_Z(scores.detach())
+        if not self.z_is_set():
+            self.update_Z(scores.detach())  # the first batch sets Z: the loss needs one
+        else:
+            self._pending = scores.detach()  # the EMA moves in after_step, never as a side effect of forward
         return nce_loss(scores, self.log_Z, self.memory.n)
+
+    def after_step(self, features: torch.Tensor, idx: torch.Tensor) -> None:
+        super().after_step(features, idx)  # the bank
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            self.update_Z(pending)
 
     def extras(self) -> dict:
         """log Z after the epoch: notebook 03 plots how it follows the features."""

@@ -2,13 +2,14 @@
 
 Every objective is an ``nn.Module`` that the loop (``trainer.py``) uses in exactly these ways:
 
-    loss = objective(features, idx, gen)            # (B, d) unit features of the batch, (B,) image indices
+    loss = objective(features, idx, gen)            # (B, d) features of the batch (unit rows, but raw for eq. 1), (B,) indices
     optimizer = objective.make_optimizer(params, cfg)   # plain SGD; PIC's row-sparse SGD
     objective.start_from(features)                  # bank_init="features": rows start as these (n, d) features
     objective.after_step(features.detach(), idx)    # after optimizer.step(): refresh bank rows, queues...
     objective.extras()                              # per-epoch values to log, e.g. {"log_Z": ...}
     objective.bank                                  # the memory bank (n, d) if there is one, else None
     type(objective).head, type(objective).default_tau   # the head the model gets; the objective's own tau
+    type(objective).unit_features                   # whether the model L2-normalises its output (not for eq. 1)
 
 :class:`Objective` gives the defaults (linear head, no own temperature, nothing to start or refresh,
 plain SGD), and :class:`BankObjective` is the parent of the two memory-bank objectives (eq. 2 and
@@ -38,10 +39,13 @@ class Objective(nn.Module):
         head: the projection head the encoder ends in: ``"linear"`` (InstDisc) or ``"mlp"`` (PIC).
         default_tau: the objective's own temperature, used when a preset's tau is not overridden
             (None: the recipe's tau applies).
+        unit_features: whether the network's output is L2-normalised before the objective sees it (False
+            for eq. 1, which the paper writes on the network's raw output).
     """
 
     head = "linear"
     default_tau: float | None = None
+    unit_features = True
 
     @classmethod
     def from_config(cls, cfg, n: int) -> "Objective":

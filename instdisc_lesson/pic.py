@@ -79,8 +79,8 @@ class PIC(Objective):
         """The instances in the softmax: all n, or this batch plus the K most recently seen (sorted, unique)."""
         if not self.recent_k:
             return torch.arange(self.n, device=idx.device)
-        recent = self.queue[self.queue >= 0]
-        return torch.unique(torch.cat([idx, recent]))  # (<= B + K,)
+        recent = torch.where(self.queue >= 0, self.queue, idx[:1])  # empty slots (-1) stand in for a batch index
+        return torch.unique(torch.cat([idx, recent]))  # (<= B + K,): unique's size is the step's one host sync
 
     def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
         check_batch(features, idx, self.n, self.dim)

@@ -123,7 +123,8 @@ def train_command(out: str = "runs/pretrained-convnet-cifar10") -> list[str]:
     """The exact command that made the shipped checkpoint, as an argument list (for subprocess)."""
     args = COMMAND.split()[3:]  # drop "python -m instdisc_lesson"
     args[args.index("--out") + 1] = str(out)
-    return args
+    # It trained in float32, contiguous, before the CLI chose the precision by timing: say so, to rebuild it.
+    return args[:-2] + ["--precision", "fp32", "--memory-format", "contiguous"] + args[-2:]
 
 
 def train_config():

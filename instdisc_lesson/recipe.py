@@ -4,7 +4,8 @@ The paper's recipe (Wu et al. 2018, CIFAR-10): SGD lr 0.03, momentum 0.9, weight
 batch 128, 200 epochs, lr x0.1 at epochs 120 and 160, tau = 0.07 (0.1 in the CIFAR code), bank
 momentum 0.5, NCE m = 4096, kNN k = 200. ``paper_config()`` holds it; ``quick_config()`` holds the
 settings calibrated for a CPU in quick mode (see README and benchmarks/RESULTS.md for the measurements);
-``fitted_config()`` the defaults fitted to any other data on a CPU (RESULTS.md section 10).
+``fitted_config()`` the defaults fitted to any other data on a CPU (RESULTS.md section 10);
+``course_config()`` the paper's run with the course's named deviations (``COURSE_DEVIATIONS``).
 
 An objective with a temperature of its own (PIC's 0.2, Cao et al. 2020) gets it from a preset unless
 ``tau`` is given: the preset asks the objective's class (``default_tau``), never its name.
@@ -14,10 +15,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .augment import AugmentConfig
-from .config import is_quick
 from .memory_bank import BANK_MOMENTUM
 from .models import MODELS
-from .nce import NCE_M, Z_MODES
+from .nce import NCE_M, Z_ESTIMATORS, Z_MODES
+from .precision import MEMORY_FORMATS, PRECISIONS
 from .objectives import OBJECTIVES, TAU, objective_class
 from .validate import (check_bank_init, check_bank_momentum, check_choice, check_lam, check_positive,
                        check_positive_int, check_recent_k, check_sgd, check_tau, check_world, check_z)
@@ -41,8 +42,9 @@ class TrainConfig:
     bank_momentum: float = BANK_MOMENTUM
     bank_init: str = "random"  # random (paper) | features: bank (or PIC weight) rows start as the untrained features
     lam: float = 0.0
-    z_mode: str = "ema"
+    z_mode: str = "once"  # once (paper: Z from the first batch, then fixed) | ema (the course's deviation)
     z_momentum: float = 0.99
+    z_estimator: str = "noise"  # noise (eq. 7: the m noise scores) | all (lemniscate's code: the positive too)
     shared_negatives: bool = False
     dim: int = 128
     train_size: int = 0  # pretrain on this many training images, a seeded random subset (0: all); kNN still searches all
@@ -55,6 +57,8 @@ class TrainConfig:
     knn_sigma: float = 0.1
     eval_every: int = 1
     compile: bool = False  # torch.compile the model; the first step's warm-up is reported separately
+    precision: str = "fp32"  # fp32 | bf16 (autocast for the network; objective, bank, kNN stay fp32) | auto (timed)
+    memory_format: str = "contiguous"  # contiguous | channels_last | auto (timed with the precision)
     world_size: int = 1  # processes training together (torchrun); batch_size is the global batch over all of them
     sync_batchnorm: bool = False  # under torchrun: BatchNorm statistics over the global batch (CUDA only)
     seed: int = 0
@@ -76,6 +80,9 @@ class TrainConfig:
         check_bank_momentum(self.bank_momentum)
         check_bank_init(self.bank_init)
         check_z(self.z_mode, self.z_momentum, Z_MODES)
+        check_choice("z_estimator", self.z_estimator, Z_ESTIMATORS)
+        check_choice("precision", self.precision, PRECISIONS)
+        check_choice("memory_format", self.memory_format, MEMORY_FORMATS)
         check_recent_k(self.recent_k)
         check_world(self.world_size, self.batch_size)
 
@@ -90,7 +97,15 @@ class TrainConfig:
 
 # Calibrated for the offline quick set on a 2-core CPU (see README, "How quick mode was calibrated").
 QUICK_DEFAULTS = dict(data="quick", model="convnet", objective="softmax", epochs=12, batch_size=64, lr=0.03,
-                      tau=0.1, nce_m=256, bank_init="features", knn_k=20, eval_every=1)
+                      tau=0.1, nce_m=256, bank_init="features", z_mode="ema", knn_k=20, eval_every=1)
+
+# What the course changes from the paper's run, each with why. course_config() is the paper's run with these.
+COURSE_DEVIATIONS = {
+    "z_mode": ("ema", "NCE's Z follows the features (EMA 0.99) instead of being fixed at the first batch: a one-shot Z "
+                      "from random features diverged in short CPU runs (notebook 03)"),
+    "bank_init": ("features", "the bank (PIC: its weight rows) starts from the untrained network's features instead of "
+                              "random vectors, so a short run learns from its first epoch (notebook 02)"),
+}
 
 
 def _preset(defaults: dict, overrides: dict) -> TrainConfig:
@@ -103,8 +118,30 @@ def _preset(defaults: dict, overrides: dict) -> TrainConfig:
 
 
 def paper_config(**overrides) -> TrainConfig:
-    """The paper's CIFAR-10 run: ResNet-18, NCE m = 4096, 200 epochs."""
+    """The paper's CIFAR-10 run (Wu et al. 2018), as written: ResNet-18, NCE m = 4096, tau 0.07, 200 epochs,
+    SGD lr 0.03 (x0.1 at epochs 120 and 160), Z from the first batch (eq. 7 over the noise samples) and then
+    fixed, a random bank. Where the paper and its code (lemniscate) differ, the paper is taken: tau 0.07 (the
+    CIFAR script's default is 0.1) and Z from the noise samples (the code averages the positive in too);
+    the horizontal flip is kept (the CIFAR script has it commented out)."""
     return _preset({}, overrides)
+
+
+def course_config(**overrides) -> TrainConfig:
+    """The paper's run with the course's deviations (``COURSE_DEVIATIONS``): EMA of Z, bank from features."""
+    return _preset({field: value for field, (value, _) in COURSE_DEVIATIONS.items()}, overrides)
+
+
+def deviations(cfg: TrainConfig) -> dict:
+    """Where ``cfg`` departs from the paper's run in the settings that change the method (not in size, data,
+    network or schedule): ``{field: (value, the paper's value)}``."""
+    paper = TrainConfig()
+    method = ("tau", "nce_m", "bank_momentum", "bank_init", "lam", "z_mode", "z_momentum", "z_estimator",
+              "shared_negatives", "dim", "augment", "momentum", "weight_decay")
+    own_tau = objective_class(cfg.objective).default_tau
+    return {f: (getattr(cfg, f), getattr(paper, f)) for f in method
+            if getattr(cfg, f) != getattr(paper, f) and not (f == "tau" and own_tau == cfg.tau)
+            and not (f in ("nce_m", "z_mode", "z_momentum", "z_estimator", "shared_negatives") and cfg.objective != "nce")
+            and not (f in ("bank_init", "bank_momentum", "lam") and cfg.objective == "parametric")}
 
 
 def quick_config(**overrides) -> TrainConfig:
@@ -118,7 +155,7 @@ def quick_config(**overrides) -> TrainConfig:
 IMAGES_TO_SEE = 300_000   # about 60 passes over 5,000 photos, 6 over CIFAR-10's 50,000
 CPU_SECONDS = 12 * 60     # the longest a run chosen by the defaults may train on a CPU
 FITTED_DEFAULTS = dict(model="convnet", objective="softmax", batch_size=128, lr=0.03, tau=0.07,
-                       bank_init="features")
+                       bank_init="features", z_mode="ema", precision="auto", memory_format="auto")
 
 
 def fitted_config(n: int, smallest_class: int, **overrides) -> TrainConfig:
@@ -142,6 +179,26 @@ def epochs_within(cfg: TrainConfig, seconds_per_epoch: float, seconds: float = C
     return max(1, min(cfg.epochs, int(seconds // max(seconds_per_epoch, 1e-9))))
 
 
+def preset(budget: str, data: str, sizes: tuple[int, int] | None = None, **overrides) -> TrainConfig:
+    """The one rule that picks a run's defaults, for the CLI and the notebooks alike:
+
+    - ``data="quick"``: the calibrated quick-set settings (``quick_config``);
+    - the gpu and paper budgets: the paper's run (``paper_config``);
+    - any other data in the quick budget (a CPU): settings fitted to it (``fitted_config``), which needs
+      ``sizes = (training images, images in the smallest class)``.
+    """
+    if data == "quick":
+        return quick_config(**overrides, data=data)
+    if budget != "quick":
+        return paper_config(**overrides, data=data)
+    if sizes is None:
+        raise ValueError(f"the defaults for {data} are fitted to its images: give sizes=(images, smallest class)")
+    return fitted_config(*sizes, **overrides, data=data)
+
+
 def default_config(**overrides) -> TrainConfig:
-    """``quick_config`` in quick mode, ``paper_config`` otherwise."""
-    return quick_config(**overrides) if is_quick() else paper_config(**overrides)
+    """The notebooks' defaults in this budget: ``preset(budget(), dataset_name())``, i.e. ``quick_config`` in
+    quick mode, ``paper_config`` otherwise."""
+    from .config import budget, dataset_name
+
+    return preset(budget(), dataset_name(), (50_000, 5_000), **overrides)

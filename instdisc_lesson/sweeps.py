@@ -17,9 +17,9 @@ def step_losses(cfg: TrainConfig, train: InstanceDataset, test: InstanceDataset 
     """Train ``cfg`` and return ``{"loss": per-step losses, "history": per-epoch history, "baselines": ...}``."""
     trainer = Trainer(cfg, train, test, progress=False)
     losses = []
-    trainer.step_hooks.append(lambda t, idx, f: losses.append(t.last_loss))
+    trainer.step_hooks.append(lambda t, idx, f: losses.append(t.step_loss))  # tensors: read once, at the end
     trainer.fit()
-    return {"loss": losses, "history": trainer.history, "baselines": trainer.baselines}
+    return {"loss": [float(x) for x in losses], "history": trainer.history, "baselines": trainer.baselines}
 
 
 def grid_runs(base: TrainConfig, train: InstanceDataset, test: InstanceDataset | None = None, **axes) -> dict:

@@ -28,6 +28,7 @@ ends with the untrained network's weights.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import json
 import math
@@ -45,8 +46,9 @@ from .knn import evaluate_knn
 from .models import batchnorm_pass, build_encoder
 from .objectives import build_objective
 from .recipe import TrainConfig
+from .precision import autocast, choose, layout, measure, set_layout
 from .samplers import SlidingWindowSampler, batches, standard_epoch
-from .validate import check_k
+from .validate import check_k, check_precision_usable, trusted
 
 STATE_KEYS = ("config", "n", "epoch", "model", "objective", "optimizer", "scheduler", "generator", "history", "baselines")
 RESUMABLE_CHANGES = ("eval_every", "compile")  # settings a resumed run may change: they do not change what is trained
@@ -91,9 +93,13 @@ class Trainer:
         if cfg.bank_init == "features":
             self.objective.start_from(initial)
         self.timings = {}  # e.g. compile_warmup_seconds: the first compiled step, kept out of the epoch times
+        self.requested = cfg  # as asked: "auto" precision or layout is resolved below, by timing
+        self.cfg = cfg = self._resolve_precision(cfg)
         self.net = self._parallel(self.model)
         self.net = torch.compile(self.net) if cfg.compile else self.net  # what a training step calls
         self.optimizer = self.objective.make_optimizer(list(self.model.parameters()) + list(self.objective.parameters()), cfg)
+        if self.world > 1:  # DDP averages the network's gradients; this hook averages the objective's own (eq. 1's W, PIC's rows)
+            self.optimizer.register_step_pre_hook(lambda *_: dist.average_gradients(self.objective.parameters()))
         self.sampler = SlidingWindowSampler(n, cfg.window, cfg.stride or cfg.window, cfg.seed) if cfg.window else None
         milestones = sorted({max(1, round(f * cfg.epochs)) for f in cfg.lr_milestones})
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, milestones, gamma=0.1)
@@ -106,8 +112,26 @@ class Trainer:
         n_ref = len(self.reference)
         self.loo_queries = torch.randperm(n_ref, generator=torch.Generator().manual_seed(cfg.seed))[:LOO_QUERIES]
         self.untrained = None  # {"train_loo_top1", "model"}: the untrained network, scored by baseline()
-        self.last_loss, self.step_losses = float("nan"), []  # the latest step's loss; this epoch's, step by step
+        self.last_loss, self.step_losses = float("nan"), []  # the last epoch's final step loss; its every step's
         self.step_hooks = []  # callables hook(trainer, idx, features), run after each step, before the bank update
+        self.step_loss = None  # the current step's loss (a tensor), for the hooks
+
+    def _resolve_precision(self, cfg: TrainConfig) -> TrainConfig:
+        """``cfg`` with "auto" precision or memory layout replaced by the fastest here, timed on this run's own
+        network and a batch of its images (``precision.measure``; the network is left as it was, and the run's
+        random stream is not used). Under torchrun rank 0 chooses for all. The layout is then applied."""
+        check_precision_usable(self.device, cfg.precision)
+        if "auto" in (cfg.precision, cfg.memory_format):
+            gen = torch.Generator(device=self.device).manual_seed(cfg.seed)
+            sample = augment(self.images[:min(cfg.batch_size, len(self.images))], cfg.augment, gen)
+            timings = measure(self.model, sample, self.device)
+            self.timings["precision_seconds"] = {f"{p}/{m}": t for (p, m), t in timings.items()}
+            modes = [(p, m) for p in ("fp32", "bf16") for m in ("contiguous", "channels_last")]
+            pick = torch.tensor(modes.index(choose(timings, cfg.precision, cfg.memory_format)), device=self.device)
+            precision, memory_format = modes[int(dist.broadcast(pick))]  # once per run
+            cfg = dataclasses.replace(cfg, precision=precision, memory_format=memory_format)
+        set_layout(self.model, cfg.memory_format)
+        return cfg
 
     def _parallel(self, model: torch.nn.Module) -> torch.nn.Module:
         """The network as each step calls it: itself, or under torchrun wrapped in DistributedDataParallel."""
@@ -126,56 +150,81 @@ class Trainer:
 
     # -- one step, one epoch ---------------------------------------------------------------------
     def train_step(self, idx: torch.Tensor) -> torch.Tensor:
-        """One step on the images ``idx``: augment, forward, loss, backward, update, refresh. Returns the features."""
-        x = augment(self.images[idx], self.cfg.augment, self.gen)  # (B, 3, 32, 32) in [0, 1]
-        if self.device.type == "cuda":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-            f = self.net(x)
-        f = f.float()  # (B, d); the objective runs in float32 (and in log space)
-        loss = self.objective(f, idx, self.gen)
-        # One scalar read per step (a GPU sync): it lets a NaN stop training before the bad update. Under
-        # torchrun it is the mean over the ranks, so every rank stops at the same step.
-        self.last_loss = dist.all_mean(loss.detach()).item()
-        if not math.isfinite(self.last_loss):
-            raise FloatingPointError(
-                f"the loss became {self.last_loss} at epoch {self.epoch + 1}, step {len(self.step_losses) + 1}: "
-                "training stopped before the bad step was applied. Try a smaller learning rate or a larger tau; "
-                "the last complete epoch's checkpoint and history are kept."
-            )
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()  # under torchrun, DDP averages the network's gradients over the ranks here
-        dist.average_gradients(self.objective.parameters())  # ... and this the objective's own (eq. 1's W, PIC's rows)
-        self.optimizer.step()
-        # Every rank refreshes its bank with the whole global batch, so the banks stay identical.
-        f_all, idx_all = dist.all_gather_cat(f.detach()), dist.all_gather_cat(idx)
+        """One step on the images ``idx``; returns the loss as a tensor (reading it would be a host sync)."""
+        x = self.view(idx)                                     # a random view of each image, (B, 3, 32, 32)
+        with autocast(self.device, self.cfg.precision):
+            f = self.net(x).float()                            # (B, d) features; the objective runs in float32
+        loss = self.objective(f, idx, self.gen)                # reads bank rows / class weights of idx
+        self.optimizer.zero_grad(set_to_none=True); loss.backward(); self.optimizer.step()
+        self.after_step(f.detach(), idx, loss.detach())        # the memory bank, Z, PIC's queue; step hooks
+        return loss.detach()
+
+    def view(self, idx: torch.Tensor) -> torch.Tensor:
+        """The augmented batch, in the memory layout the network runs fastest in (``precision.py``)."""
+        return layout(augment(self.images[idx], self.cfg.augment, self.gen), self.cfg.memory_format)
+
+    def after_step(self, f: torch.Tensor, idx: torch.Tensor, loss: torch.Tensor) -> None:
+        """The step hooks, then the objective's refresh. Under torchrun both see the whole global batch (every
+        rank's features, all-gathered), so every rank's bank stays identical (``distributed.py``). A hook finds
+        the step's loss in ``trainer.step_loss``, a tensor (``float()`` of it is a host sync: the hook's choice)."""
+        self.step_loss = loss
+        f, idx = dist.all_gather_cat(f), dist.all_gather_cat(idx)
         for hook in self.step_hooks:  # e.g. notebook 02 measures the bank's staleness here
-            hook(self, idx_all, f_all)
-        self.objective.after_step(f_all, idx_all)
-        return f.detach()
+            hook(self, idx, f)
+        self.objective.after_step(f, idx)
+
+    def epoch_order(self) -> torch.Tensor:
+        """The instances of this epoch, in order: a fresh permutation of all n, or PIC's window of D.
+        Under torchrun, rank 0's order on every rank."""
+        if self.sampler is None:
+            order = standard_epoch(len(self.images), self.gen)
+        else:
+            order = self.sampler.window(self.epoch, self.gen).to(self.device)
+        return dist.broadcast(order)
 
     def train_epoch(self) -> float:
-        """One epoch (or, with PIC's sliding window, one window); returns the mean loss."""
+        """One epoch (or, with PIC's sliding window, one window); returns the mean loss.
+
+        No step reads a value back from the device: the epoch's indices are valid by construction, so the
+        steps run under ``validate.trusted()`` (no index or NaN check reads a tensor back); the losses stay on the device and are read once, at the end
+        of the epoch. That read is also the NaN guard: a non-finite loss anywhere in the epoch stops the run
+        before the epoch's checkpoint is written, so the last complete epoch's checkpoint stays intact.
+        """
         self.model.train()
-        if self.sampler is None:  # the standard epoch: every instance once, in a fresh order
-            order = standard_epoch(len(self.images), self.gen)
-        else:  # PIC: this epoch's window of D instances
-            order = self.sampler.window(self.epoch, self.gen).to(self.device)
-        order = dist.broadcast(order)  # under torchrun: rank 0's order on every rank
-        total, count, self.step_losses = 0.0, 0, []
-        for batch in batches(order, self.cfg.batch_size, min_size=2 * self.world):
-            idx = batch.tensor_split(self.world)[self.rank]  # this rank's shard of the global batch
-            warmup = self.cfg.compile and "compile_warmup_seconds" not in self.timings
-            start = time.perf_counter()
-            self.train_step(idx)
-            if warmup:
-                self.timings["compile_warmup_seconds"] = time.perf_counter() - start
-            total, count = total + self.last_loss * len(batch), count + len(batch)
-            self.step_losses.append(round(self.last_loss, 4))  # the loss of every step (notebook 04's oscillation)
+        order = self.epoch_order()  # a permutation of range(n), or a window of one: valid indices by construction
+        losses, sizes = [], []
+        with trusted():
+            for batch in batches(order, self.cfg.batch_size, min_size=2 * self.world):
+                idx = batch.tensor_split(self.world)[self.rank]  # this rank's shard of the global batch
+                warmup = self.cfg.compile and "compile_warmup_seconds" not in self.timings
+                start = time.perf_counter()
+                losses.append(self.train_step(idx))
+                sizes.append(len(batch))
+                if warmup:
+                    self.timings["compile_warmup_seconds"] = time.perf_counter() - start
+        # The epoch's one host read: every step's loss (under torchrun, the mean over the ranks).
+        step_losses = dist.all_mean(torch.stack(losses)).tolist()
+        bad = next((i for i, value in enumerate(step_losses) if not math.isfinite(value)), None)
+        if bad is not None:
+            self._back_to_last_checkpoint()
+            raise FloatingPointError(
+                f"the loss became {step_losses[bad]} at epoch {self.epoch + 1}, step {bad + 1}: training stopped before "
+                "this epoch was saved. Try a smaller learning rate or a larger tau; the last complete epoch's "
+                "checkpoint and history are kept."
+            )
+        self.step_losses = [round(value, 4) for value in step_losses]  # every step's loss (notebook 04's oscillation)
+        self.last_loss = step_losses[-1]
         dist.broadcast_buffers(self.model)  # under torchrun: rank 0's BatchNorm statistics everywhere
         self.scheduler.step()
         self.epoch += 1
-        return total / count
+        return sum(value * size for value, size in zip(step_losses, sizes)) / sum(sizes)
+
+    def _back_to_last_checkpoint(self) -> None:
+        """After a non-finite epoch: the trainer's state back to the last complete epoch's checkpoint, if it wrote
+        one (the steps since then were applied before the loss was read: see ``train_epoch``)."""
+        path = self.out_dir / "checkpoint.pt" if self.out_dir is not None else None
+        if path is not None and path.exists():
+            self._restore(load_checkpoint(path))
 
     def evaluate(self) -> dict:
         """kNN on the test set: train features recomputed under the test transform (``knn_top1/5``) and,
@@ -247,18 +296,17 @@ class Trainer:
         target = self.cfg.epochs if epochs is None else epochs
         self.baseline()
         saved = copy.deepcopy(self.state_dict())
-        kept = self.last_loss, self.step_losses, self.step_hooks
+        kept = self.step_hooks
         self.step_hooks = []  # the timed steps are not part of the run: no hook sees them
         batch = torch.arange(min(self.cfg.batch_size, len(self.images)), device=self.device)
         times = []
         for _ in range(steps + 1):  # the first step warms up (allocations, kernels) and is not counted
             start = time.perf_counter()
-            self.train_step(batch.tensor_split(self.world)[self.rank])
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
+            with trusted():
+                float(self.train_step(batch.tensor_split(self.world)[self.rank]))  # waits for the step to finish
             times.append(time.perf_counter() - start)
         self._restore(saved)
-        self.last_loss, self.step_losses, self.step_hooks = kept
+        self.step_hooks = kept
         remaining = max(target - self.epoch, 0)
         step_seconds = sorted(times[1:])[len(times[1:]) // 2]
         n_steps = remaining * len(batches(torch.arange(self.sampler.D if self.sampler else len(self.images)),
@@ -314,6 +362,9 @@ class Trainer:
                                   f"{len(self.train_set)}: use another --out folder")
         mine = self.cfg.to_dict()
         saved = {**TrainConfig().to_dict(), **state["config"]}  # settings added since it was saved: their defaults
+        for key in ("precision", "memory_format"):  # asked for "auto": the run goes on as it was chosen when it started
+            if getattr(self.requested, key) == "auto":
+                mine[key] = saved[key]
         if saved["world_size"] != self.cfg.world_size:
             raise CheckpointError(
                 f"checkpoint {path} was made by {saved['world_size']} process(es) and this run has {self.cfg.world_size}: "
@@ -329,6 +380,9 @@ class Trainer:
         if state.get("data", self.data_fingerprint()) != self.data_fingerprint():
             raise CheckpointError(f"checkpoint {path} was made on other training images ({state['n']} of them, like "
                                   "these, but different): use another --out folder")
+        if (mine["precision"], mine["memory_format"]) != (self.cfg.precision, self.cfg.memory_format):
+            self.cfg = dataclasses.replace(self.cfg, precision=mine["precision"], memory_format=mine["memory_format"])
+            set_layout(self.model, self.cfg.memory_format)
         self._restore(state)
 
     def _restore(self, state: dict) -> None:

@@ -7,8 +7,23 @@ kNN, the sampler, ``TrainConfig``) call these; internals trust their inputs.
 from __future__ import annotations
 
 import math
+from contextlib import contextmanager
 
 import torch
+
+_TRUSTED = [False]  # inside trusted(): the value checks that read a tensor back to the host are skipped
+
+
+@contextmanager
+def trusted():
+    """Inputs already checked once (the trainer checks an epoch's indices before its steps): inside this
+    block the checks that must read a tensor's *values* (index range, NaN) are skipped, because each such
+    read is a host sync that stalls a GPU's queue. Shape and dtype checks still run; they cost nothing."""
+    before, _TRUSTED[0] = _TRUSTED[0], True
+    try:
+        yield
+    finally:
+        _TRUSTED[0] = before
 
 
 def check_size(n: int, dim: int) -> None:
@@ -27,7 +42,7 @@ def check_batch(features: torch.Tensor | None, idx: torch.Tensor, n: int, dim: i
         raise ValueError(f"indices must be an integer tensor (torch.long), got {idx.dtype}: pass idx.long()")
     if features is not None and features.shape[0] != idx.shape[0]:
         raise ValueError(f"{features.shape[0]} features for {idx.shape[0]} indices: they must match")
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
+    if not _TRUSTED[0] and idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= n):
         raise ValueError(f"indices must lie in [0, {n - 1}], got min {int(idx.min())}, max {int(idx.max())}")
 
 
@@ -42,7 +57,7 @@ def check_features(name: str, features: torch.Tensor, dim: int | None = None) ->
 
 def check_finite(name: str, x: torch.Tensor) -> None:
     """No NaN or inf, checked before ``x`` is written anywhere (the memory bank): a bad row would spread."""
-    if not bool(torch.isfinite(x).all()):
+    if not _TRUSTED[0] and not bool(torch.isfinite(x).all()):
         raise ValueError(f"{name} contain NaN or inf and were refused before they reached the memory bank: the model's "
                          "output is broken (a too-large learning rate, or bad input images)")
 
@@ -148,3 +163,16 @@ def check_sgd(momentum: float, weight_decay: float, lr_milestones: tuple) -> Non
 def check_bank_init(bank_init: str) -> None:
     if bank_init not in ("random", "features"):
         raise ValueError(f"bank_init={bank_init!r} is unknown (--bank-init): choose 'random' (paper) or 'features'")
+
+
+def check_precision_usable(device: torch.device, precision: str) -> None:
+    """Refuse bf16 where this device cannot run it, with what to do instead."""
+    if precision != "bf16":
+        return
+    try:
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            torch.nn.functional.conv2d(torch.ones(1, 1, 3, 3, device=device), torch.ones(1, 1, 3, 3, device=device))
+    except (RuntimeError, TypeError) as err:
+        reason = (str(err).strip().splitlines() or [""])[0][:100]
+        raise ValueError(f"--precision bf16 cannot run on {device.type} here ({reason}): use --precision fp32, "
+                         "or auto to pick the fastest that works") from None

@@ -79,7 +79,7 @@ def test_nce_forward_matches_float64_reimplementation_and_its_gradient():
     pos = (f64 * V[idx]).sum(1, keepdim=True)
     neg = torch.einsum("bd,bmd->bm", f64, V[noise])
     s = torch.cat([pos, neg], 1) / tau
-    Z = n * torch.exp(s.detach()).mean()  # the paper's one-shot Z from this (first) batch
+    Z = n * torch.exp(s.detach()[:, 1:]).mean()  # eq. 7, one-shot: the first batch's m noise scores
     P = torch.exp(s) / Z
     h = P / (P + m / n)
     ref = -(torch.log(h[:, 0]) + torch.log(1 - h[:, 1:]).sum(1)).mean()
@@ -172,6 +172,49 @@ def test_z_once_keeps_first_batch_and_ema_follows():
         obj.update_Z(second)
     assert once.log_Z.item() == pytest.approx(math.log(100))
     assert ema.log_Z.item() == pytest.approx(math.log(0.9 * 100 + 0.1 * 100 * math.exp(2)))
+
+
+def test_eq7_takes_Z_from_the_noise_scores_and_lemniscate_also_from_the_positive():
+    """Eq. 7: Z = (n / m) sum_k exp(s_k) over the m noise columns only; a huge positive score leaves it alone.
+    lemniscate's estimator (z_estimator="all") averages all 1 + m columns: worked by hand below."""
+    n, m = 100, 3
+    scores = torch.tensor([[30.0, 0.0, 1.0, 2.0]])  # (1, 1 + m): the positive is exp(30) = 1.1e13, far above the noise
+    noise = NCE(n, 4, m=m, tau=0.1)
+    noise.update_Z(scores)
+    assert noise.log_Z.item() == pytest.approx(math.log(n / m * (1 + math.e + math.e ** 2)), rel=1e-6)
+    lemniscate = NCE(n, 4, m=m, tau=0.1, z_estimator="all")
+    lemniscate.update_Z(scores)
+    assert lemniscate.log_Z.item() == pytest.approx(math.log(n / (m + 1) * (math.exp(30) + 1 + math.e + math.e ** 2)), rel=1e-6)
+
+
+def test_lemniscate_estimator_caps_h_of_the_positive_at_two_thirds_when_m_is_1():
+    """With Z from all 1 + m scores and m = 1: Z = n (e^{s+} + e^{s-}) / 2 >= n e^{s+} / 2, so P = e^{s+} / Z <= 2 / n
+    and h = P / (P + 1/n) <= 2/3 however well the positive is matched; the loss's positive part stays above log 1.5.
+    Eq. 7's estimator has no such cap (h -> 1)."""
+    n = 1000
+    for estimator, expected_h in (("all", 2 / 3), ("noise", 1.0)):
+        obj = NCE(n, 4, m=1, tau=0.1, z_estimator=estimator)
+        scores = torch.tensor([[20.0, 0.0]], dtype=torch.float64)  # a positive far above its one noise sample
+        obj.update_Z(scores.float())
+        log_P = scores[0, 0] - obj.log_Z.double()
+        h = torch.exp(log_P) / (torch.exp(log_P) + 1 / n)
+        assert h.item() == pytest.approx(expected_h, abs=1e-6), estimator
+    with pytest.raises(ValueError, match="z_estimator"):
+        NCE(n, 4, m=1, z_estimator="positive")
+
+
+def test_z_moves_after_the_step_not_in_forward():
+    """The first batch sets Z inside forward (the loss needs one); after that, forward leaves Z alone and the
+    EMA moves in after_step, so an extra forward (a timed step, an evaluation) never changes Z."""
+    obj = NCE(50, 8, m=6, tau=0.1, z_mode="ema", z_momentum=0.5, generator=torch.Generator().manual_seed(0))
+    f, idx = unit(4, 8, seed=1), torch.tensor([0, 1, 2, 3])
+    obj(f, idx, torch.Generator().manual_seed(0))
+    first = obj.log_Z.clone()
+    obj(f, idx, torch.Generator().manual_seed(1))
+    obj(f, idx, torch.Generator().manual_seed(2))
+    assert torch.equal(obj.log_Z, first)  # two more forwards: Z unchanged
+    obj.after_step(f, idx)
+    assert not torch.equal(obj.log_Z, first)  # the last forward's scores move it, now
 
 
 def test_first_batch_Z_must_be_finite():
