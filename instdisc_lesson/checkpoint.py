@@ -8,6 +8,8 @@ its files with the first one's.
 """
 from __future__ import annotations
 
+import errno
+import io
 import os
 import tempfile
 from contextlib import contextmanager
@@ -20,8 +22,27 @@ class CheckpointError(RuntimeError):
     """A checkpoint that cannot be used here; the message says why and what to do."""
 
 
+def refused(path, err: OSError, what: str = "write") -> CheckpointError:
+    """One line for a write the operating system refused: which folder, why, and what to do."""
+    folder = Path(path) if what == "create" else Path(path).parent
+    reasons = {
+        errno.EROFS: ("the file system is read-only", "choose an --out folder on a writable disk"),
+        errno.ENOSPC: ("the disk is full", "free some disk space and run again with --resume, or choose another --out"),
+        errno.EDQUOT: ("the disk quota is used up", "free some space and run again with --resume, or choose another --out"),
+        errno.EACCES: ("permission denied", "choose an --out folder you may write to"),
+        errno.EPERM: ("the operation is not permitted (an immutable or protected folder?)",
+                      "choose another --out folder"),
+        errno.ENOTDIR: ("a part of the path is a file, not a folder", "choose another --out"),
+        errno.EEXIST: ("a part of the path is a file, not a folder", "choose another --out"),
+    }
+    why, todo = reasons.get(err.errno, (err.strerror or str(err), "choose another --out folder"))
+    target = f"create {folder}" if what == "create" else f"{what} {Path(path).name} in {folder}"
+    return CheckpointError(f"cannot {target}: {why}. {todo[0].upper() + todo[1:]}; anything saved there before is kept")
+
+
 def atomic_write(path, write) -> None:
-    """Call ``write(tmp_path)``, then move tmp over ``path`` in one step. The old file survives any failure."""
+    """Call ``write(tmp_path)``, then move tmp over ``path`` in one step. The old file survives any failure,
+    and a write the system refuses (read-only, full, not permitted) ends in one :func:`refused` line."""
     path = Path(path)
     tmp = None
     try:
@@ -34,14 +55,16 @@ def atomic_write(path, write) -> None:
         if tmp is not None and os.path.exists(tmp):
             os.remove(tmp)
         if isinstance(err, OSError):  # a read-only folder, a full disk, ...: a message, and the old file kept
-            raise CheckpointError(f"could not write {path} ({err.strerror or err}): the previous version, if any, is "
-                                  "kept. Free some disk space or choose a writable --out folder") from None
+            raise refused(path, err) from None
         raise
 
 
 def save_checkpoint(path, state: dict) -> None:
-    """``torch.save(state, path)``, atomically."""
-    atomic_write(path, lambda tmp: torch.save(state, tmp))
+    """``torch.save(state, path)``, atomically. The state is serialised in memory first and then written as
+    bytes, so a full disk is an ordinary ``OSError`` (torch's own writer reports it as an obscure RuntimeError)."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write(path, lambda tmp: Path(tmp).write_bytes(buffer.getbuffer()))
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:
@@ -61,20 +84,30 @@ def run_lock(folder):
     """Hold ``folder/.lock`` while a run writes into ``folder``; a second run there is refused with a message.
 
     The lock is the operating system's (``flock``): it is released when the process ends, however it
-    ends, so a killed run never leaves a stale lock behind. (Where ``fcntl`` is missing, on Windows,
-    runs are not locked.)
+    ends, so a killed run never leaves a stale lock behind, and a run that ends removes the file. A folder
+    the system refuses to create or write (read-only, not permitted, a file in the path) ends in one
+    :func:`refused` line, with nothing left behind. (Where ``fcntl`` is missing, on Windows, runs are not locked.)
     """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise refused(folder, err, "create") from None
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows
         yield
         return
-    handle = open(folder / ".lock", "a+")
+    lock = folder / ".lock"
+    try:
+        handle = open(lock, "a+")
+    except OSError as err:
+        raise refused(lock, err) from None
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+        if os.fstat(handle.fileno()).st_ino != os.stat(lock).st_ino:  # the holder removed it as we opened it
+            raise BlockingIOError
+    except (BlockingIOError, FileNotFoundError):
         handle.close()
         raise CheckpointError(f"{folder} is in use by another run right now: wait for it to finish, "
                               "or choose another --out") from None
@@ -82,5 +115,9 @@ def run_lock(folder):
         handle.seek(0), handle.truncate(), handle.write(f"{os.getpid()}\n"), handle.flush()
         yield
     finally:
+        try:
+            os.remove(lock)  # removed while still held, so the next run creates (and locks) a new file
+        except OSError:
+            pass
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()

@@ -112,6 +112,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 CIFAR10_SIZES = (50_000, 5_000)  # training images, and images in its smallest class
+# Options an objective never reads: given on the command line, they are refused rather than silently ignored.
+UNREAD = {"parametric": ("tau", "bank_init", "bank_momentum", "lam")}
+NCE_ONLY = ("nce_m", "z_mode", "z_estimator")
 AT_RISK = 0.9  # a baseline kNN this high leaves instance discrimination little to add (measured on digits)
 
 
@@ -125,6 +128,12 @@ def build_config(args, train=None) -> TrainConfig:
     """
     data = args.data or dataset_name()
     overrides = {field: getattr(args, opt) for opt, field in _OPTIONS.items() if getattr(args, opt) is not None}
+    objective = overrides.get("objective")
+    for option in UNREAD.get(objective, ()) + (NCE_ONLY if objective not in (None, "nce") else ()):
+        if getattr(args, option, None) is not None:
+            raise ValueError(f"--{option.replace('_', '-')} is not read by the {objective} objective"
+                             + (" (eq. 1 has no temperature and no memory bank)" if objective == "parametric" else
+                                " (it is an NCE setting)") + ": leave it out")
     if args.correction is not None:
         overrides["correction"] = args.correction
     if dist.world_size() > 1:  # started by torchrun: the number of processes is part of the run
@@ -222,13 +231,14 @@ def train_command(args) -> dict:
         top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]
         kept = trainer.kept()  # the last epoch's network, or the untrained one if that scored higher
         kept_top1 = untrained if kept["epoch"] == 0 else top1
+        linear = linear_columns(trainer, kept, train, test, say)
         metrics = {
             "knn_top1": top1, "knn_top5": top5,
             "kept_epoch": kept["epoch"], "kept_knn_top1": kept_top1, "kept_train_loo_top1": kept["train_loo_top1"],
             "random_init_train_loo_top1": trainer.baselines.get("random_init_train_loo_top1"),
             "random_init_knn_top1": trainer.baselines["random_init_knn_top1"],
             "random_init_knn_top5": trainer.baselines["random_init_knn_top5"],
-            "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5,
+            "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5, **linear,
             "train_images": len(trainer.train_set), "knn_reference_images": len(train), "test_images": len(test), "seconds_this_session": time.perf_counter() - start,
             "precision": trainer.cfg.precision, "memory_format": trainer.cfg.memory_format,
             "deviations": {k: v for k, (v, _) in recipe.deviations(trainer.cfg).items()},
@@ -238,7 +248,10 @@ def train_command(args) -> dict:
         if rank0:
             atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
     if rank0:
-        print(f"kNN top-1 {top1:.1%} (random init {metrics['random_init_knn_top1']:.1%}, raw pixels {raw1:.1%}) -> {out / 'metrics.json'}")
+        print(f"kNN top-1 {top1:.1%} (random init {metrics['random_init_knn_top1']:.1%}, raw pixels {raw1:.1%})"
+              + (f"; linear {linear['linear_top1']:.1%} (random init {linear.get('random_init_linear_top1', float('nan')):.1%}, "
+                 f"raw pixels {linear['raw_pixel_linear_top1']:.1%})" if "linear_top1" in linear else "")
+              + f" -> {out / 'metrics.json'}")
         if kept["epoch"] == 0:
             say(f"kept: the untrained network (kNN {untrained:.1%}). The last epoch scored below it by leave-one-out kNN on "
                 f"the training images ({trainer.history[-1]['train_loo_top1']:.1%} against {kept['train_loo_top1']:.1%}): "
@@ -274,6 +287,31 @@ def _signal_for_tests(trainer) -> None:
             os.kill(os.getpid(), signum)
 
     trainer.step_hooks.append(hook)
+
+
+def linear_columns(trainer, kept: dict, train, test, say) -> dict:
+    """Table 1's other column: a linear classifier's test top-1 on frozen features (the course's probe,
+    ``knn.linear_probe``: ridge regression on standardised features, alpha chosen on the training images; the
+    paper used a linear SVM), for the kept network, the untrained one and raw pixels. Empty without scikit-learn."""
+    import copy
+
+    from .knn import embed, linear_probe, pixel_mean, raw_pixel_features
+
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        say("no linear column: scikit-learn is not installed (pip install scikit-learn)")
+        return {}
+    model = copy.deepcopy(trainer.model)
+    columns = {}
+    for key, weights in (("linear_top1", kept["model"]), ("random_init_linear_top1", (trainer.untrained or {}).get("model"))):
+        if weights is not None:
+            model.load_state_dict(weights)
+            columns[key] = linear_probe(embed(model, train.images), train.labels, embed(model, test.images), test.labels)["top1"]
+    mean = pixel_mean(train.images)
+    columns["raw_pixel_linear_top1"] = linear_probe(raw_pixel_features(train.images, mean), train.labels,
+                                                    raw_pixel_features(test.images, mean), test.labels)["top1"]
+    return columns
 
 
 def _with_epochs(cfg: TrainConfig, epochs: int, args) -> TrainConfig:

@@ -15,7 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from .data import to_float
-from .validate import check_features, check_k, check_labels, check_queries, check_sigma
+from .validate import (check_features, check_k, check_labels, check_no_nan, check_num_classes, check_queries,
+                       check_sigma)
 
 
 @torch.no_grad()
@@ -62,6 +63,9 @@ def knn_scores(train_features: torch.Tensor, train_labels: torch.Tensor, query_f
     check_features("query_features", query_features)
     check_labels(train_labels, len(train_features), "train_labels")
     check_queries(query_features)
+    check_no_nan("train_features", train_features)
+    check_no_nan("query_features", query_features)
+    check_num_classes(num_classes, train_labels)
     check_k(k, len(train_features))
     check_sigma(sigma)
     if train_features.shape[1] != query_features.shape[1]:
@@ -96,6 +100,7 @@ def knn_accuracy(train_features, train_labels, query_features, query_labels, k: 
                  num_classes: int | None = None, chunk: int = 1024) -> tuple[float, float]:
     """Weighted-kNN (top-1, top-5) accuracy in [0, 1]. k = 1 is plain 1-NN."""
     check_labels(query_labels, len(query_features), "query_labels")
+    check_num_classes(num_classes, query_labels)
     scores = knn_scores(train_features, train_labels, query_features, k, sigma, num_classes, chunk)
     ranked = rank_classes(scores).cpu()  # (Q, C)
     truth = query_labels.cpu().view(-1, 1)

@@ -176,3 +176,21 @@ def check_precision_usable(device: torch.device, precision: str) -> None:
         reason = (str(err).strip().splitlines() or [""])[0][:100]
         raise ValueError(f"--precision bf16 cannot run on {device.type} here ({reason}): use --precision fp32, "
                          "or auto to pick the fastest that works") from None
+
+
+def check_no_nan(name: str, x: torch.Tensor) -> None:
+    """Features to compare (kNN, a probe) must be finite: a NaN row has no neighbours and silently skews the vote."""
+    bad = int((~torch.isfinite(x)).any(dim=-1).sum()) if x.numel() else 0
+    if bad:
+        raise ValueError(f"{name} has {bad} row(s) with NaN or inf: features must be finite. They come from a broken "
+                         "model or input (a too-large learning rate, a damaged checkpoint): recompute them, or drop those rows")
+
+
+def check_num_classes(num_classes: int | None, labels: torch.Tensor) -> None:
+    """``num_classes`` (when given) must cover every label: labels 0..C-1."""
+    if num_classes is None or not labels.numel():
+        return
+    top = int(labels.max())
+    if num_classes < 1 or top >= num_classes or int(labels.min()) < 0:
+        raise ValueError(f"num_classes={num_classes} does not cover the labels, which run from {int(labels.min())} to "
+                         f"{top}: pass num_classes={top + 1} or more, or leave it out to count them")

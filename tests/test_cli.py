@@ -13,7 +13,8 @@ from PIL import Image
 
 from instdisc_lesson.cli import main
 
-KEYS = {"knn_top1", "knn_top5", "random_init_knn_top1", "raw_pixel_knn_top1", "history", "config"}
+KEYS = {"knn_top1", "knn_top5", "random_init_knn_top1", "raw_pixel_knn_top1", "history", "config",
+        "linear_top1", "random_init_linear_top1", "raw_pixel_linear_top1", "precision", "memory_format", "deviations"}
 
 
 @pytest.fixture
@@ -52,6 +53,9 @@ def test_train_on_image_folder_writes_metrics(folder, tmp_path, capsys):
     assert KEYS <= metrics.keys()
     assert len(metrics["history"]) == 2 and metrics["config"]["objective"] == "nce"
     assert metrics["raw_pixel_knn_top1"] == 1.0  # red vs blue: pixels solve it, as they should
+    assert metrics["raw_pixel_linear_top1"] == 1.0  # ... and so does a linear classifier on them
+    assert 0.5 <= metrics["linear_top1"] <= 1.0 and 0.0 <= metrics["random_init_linear_top1"] <= 1.0
+    assert metrics["precision"] in ("fp32", "bf16") and metrics["config"]["precision"] == metrics["precision"]
     assert "at risk: on these images raw pixels already reach 100.0%" in said  # ... and the CLI says so
     assert (out / "checkpoint.pt").exists()
 
@@ -217,7 +221,7 @@ def test_a_second_run_on_the_same_folder_is_refused(folder, tmp_path):
     with run_lock(out):  # another run holds the folder
         busy = tiny_run(folder, out)
     assert busy.returncode == 2 and "in use by another run" in busy.stderr
-    assert sorted(p.name for p in out.iterdir()) == [".lock"], "the refused run must not write anything"
+    assert sorted(p.name for p in out.iterdir()) == [], "the refused run must not write anything (the holder removed its lock)"
     assert tiny_run(folder, out).returncode == 0  # the lock went with its holder
 
 
@@ -343,3 +347,83 @@ def test_semisup_refuses_bad_fraction_and_checkpoint(folder, tmp_path):
                           (["--fraction", "0.5", "--checkpoint", str(tmp_path / "none.pt")], "no such file")):
         result = run_cli("semisup", "--data", str(folder), *args, "--out", str(tmp_path / "s"))
         assert result.returncode == 2 and message in result.stderr, result.stderr
+
+
+def _refuse(monkeypatch, target, method, code, when=lambda path, calls: True):
+    """Make ``target.method`` raise OSError(code) for the paths ``when`` picks: the write the system refuses."""
+    import errno  # noqa: F401
+
+    original, calls = getattr(target, method), []
+
+    def refusing(self, *args, **kwargs):
+        calls.append(str(self))
+        if when(str(self), calls):
+            raise OSError(code, os.strerror(code), str(self))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(target, method, refusing)
+
+
+@pytest.mark.parametrize("code, where, message", [
+    ("EROFS", "mkdir", "cannot create {out}: the file system is read-only. Choose an --out folder on a writable disk"),
+    ("EACCES", "mkdir", "cannot create {out}: permission denied. Choose an --out folder you may write to"),
+    ("EPERM", "lock", "cannot write .lock in {out}: the operation is not permitted (an immutable or protected folder?)"),
+])
+def test_an_out_folder_the_system_refuses_is_one_line(folder, tmp_path, monkeypatch, capsys, code, where, message):
+    """A read-only file system, a folder we may not write, an immutable one: exit 2, one line naming the folder and
+    what to do, no traceback, nothing left behind. Faults are injected at the write, so this runs as any user."""
+    import builtins
+    import errno
+
+    out = tmp_path / "run"
+    if where == "mkdir":
+        _refuse(monkeypatch, Path, "mkdir", getattr(errno, code), lambda path, calls: path == str(out))
+    else:
+        real_open = builtins.open
+
+        def refusing_open(file, *args, **kwargs):
+            if str(file).endswith(".lock"):
+                raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(file))
+            return real_open(file, *args, **kwargs)
+
+        monkeypatch.setattr(builtins, "open", refusing_open)
+    with pytest.raises(SystemExit) as stop:
+        main(["train", "--data", str(folder), "--epochs", "1", "--batch-size", "8", "--knn-k", "5", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message.format(out=out) in err and "Traceback" not in err
+    assert [line for line in err.splitlines() if line.startswith("error:")] == err.splitlines()[-1:], err  # one line, last
+    assert not out.exists() or not list(out.iterdir())  # nothing half-written
+
+
+def test_a_disk_that_fills_mid_run_keeps_the_last_checkpoint_and_leaves_nothing_behind(folder, tmp_path, monkeypatch, capsys):
+    import errno
+
+    out = tmp_path / "run"
+    args = ["train", "--data", str(folder), "--epochs", "3", "--batch-size", "8", "--knn-k", "5", "--precision", "fp32",
+            "--memory-format", "contiguous", "--out", str(out)]
+    saved = []
+    real_replace = os.replace
+
+    def keep_first(src, dst):  # what epoch 1 wrote, to compare with what is left
+        real_replace(src, dst)
+        if str(dst).endswith("checkpoint.pt") and not saved:
+            saved.append(Path(dst).read_bytes())
+
+    monkeypatch.setattr(os, "replace", keep_first)
+    # the disk fills after epoch 1: the second checkpoint write fails with ENOSPC
+    _refuse(monkeypatch, Path, "write_bytes", errno.ENOSPC,
+            lambda path, calls: "checkpoint.pt" in path and sum("checkpoint.pt" in c for c in calls) >= 2)
+    with pytest.raises(SystemExit) as stop:
+        main(args)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and f"cannot write checkpoint.pt in {out}: the disk is full. Free some disk space" in err
+    assert "Traceback" not in err
+    assert (out / "checkpoint.pt").read_bytes() == saved[0]  # epoch 1's checkpoint, untouched
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "history.json"]  # no .tmp, no .lock
+
+
+def test_an_out_path_through_a_file_is_refused(folder, tmp_path):
+    (tmp_path / "afile").write_text("not a folder")
+    result = tiny_run(folder, tmp_path / "afile" / "run")
+    assert result.returncode == 2 and "a part of the path is a file, not a folder" in result.stderr
+    assert "Traceback" not in result.stderr

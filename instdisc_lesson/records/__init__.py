@@ -11,6 +11,8 @@ phenomenon is shown from a **record**: one JSON file per real run, made once by
     epochs, train_seconds       the budget, and the training time it took there
     history                     per epoch: loss, knn_top1/5 (where evaluated), lr, log_Z (NCE), ...
     knn_top1, knn_top5          kNN on the 10,000 test images at the end
+    linear_top1 (newer records) a linear classifier on the frozen features (ridge probe; the paper used a linear SVM)
+    precision, deviations       the network's arithmetic (fp32 or bf16), and where the run departs from the paper
     random_init_knn_top1/5, raw_pixel_knn_top1/5   the baselines, on the same images
     config                      the full TrainConfig
     note (optional)             anything a reader of the numbers should know (e.g. shared cores)
@@ -28,6 +30,17 @@ from pathlib import Path
 RECORDS_DIR = Path(__file__).resolve().parent
 REQUIRED = ("name", "experiment", "label", "command", "device", "data", "epochs", "train_seconds", "history",
             "knn_top1", "random_init_knn_top1", "raw_pixel_knn_top1", "config")
+
+
+# Wu et al. 2018, Table 1: CIFAR-10, ResNet-18, 128-d features, 200 epochs; top-1 % of a linear SVM and of kNN.
+PAPER_TABLE1 = {
+    "parametric softmax": {"linear": 60.3, "knn": 63.0},
+    "non-parametric softmax": {"linear": 75.4, "knn": 80.8},
+    "NCE m=1": {"linear": 44.3, "knn": 42.5},
+    "NCE m=10": {"linear": 60.2, "knn": 63.4},
+    "NCE m=512": {"linear": 64.3, "knn": 78.4},
+    "NCE m=4096": {"linear": 70.2, "knn": 80.4},
+}
 
 
 class RecordError(RuntimeError):
