@@ -231,7 +231,7 @@ def train_command(args) -> dict:
         top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]
         kept = trainer.kept()  # the last epoch's network, or the untrained one if that scored higher
         kept_top1 = untrained if kept["epoch"] == 0 else top1
-        linear = linear_columns(trainer, kept, train, test, say)
+        linear = linear_columns(trainer, train, test, say)
         metrics = {
             "knn_top1": top1, "knn_top5": top5,
             "kept_epoch": kept["epoch"], "kept_knn_top1": kept_top1, "kept_train_loo_top1": kept["train_loo_top1"],
@@ -289,10 +289,11 @@ def _signal_for_tests(trainer) -> None:
     trainer.step_hooks.append(hook)
 
 
-def linear_columns(trainer, kept: dict, train, test, say) -> dict:
+def linear_columns(trainer, train, test, say) -> dict:
     """Table 1's other column: a linear classifier's test top-1 on frozen features (the course's probe,
     ``knn.linear_probe``: ridge regression on standardised features, alpha chosen on the training images; the
-    paper used a linear SVM), for the kept network, the untrained one and raw pixels. Empty without scikit-learn."""
+    paper used a linear SVM), for the last epoch's network (like ``knn_top1``), the untrained one and raw
+    pixels. Empty without scikit-learn."""
     import copy
 
     from .knn import embed, linear_probe, pixel_mean, raw_pixel_features
@@ -304,7 +305,8 @@ def linear_columns(trainer, kept: dict, train, test, say) -> dict:
         return {}
     model = copy.deepcopy(trainer.model)
     columns = {}
-    for key, weights in (("linear_top1", kept["model"]), ("random_init_linear_top1", (trainer.untrained or {}).get("model"))):
+    for key, weights in (("linear_top1", trainer.model.state_dict()),
+                         ("random_init_linear_top1", (trainer.untrained or {}).get("model"))):
         if weights is not None:
             model.load_state_dict(weights)
             columns[key] = linear_probe(embed(model, train.images), train.labels, embed(model, test.images), test.labels)["top1"]
