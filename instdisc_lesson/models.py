@@ -124,7 +124,7 @@ def build_encoder(cfg, images: torch.Tensor, device=None) -> tuple[Embedder, tor
     its features, with ``bank_init="features"``); notebooks use it as the fair random-init baseline.
     """
     from .config import get_device, seed_everything
-    from .objectives import objective_class
+    from .registry import objective_class
 
     device = get_device(device)
     seed_everything(cfg.seed)

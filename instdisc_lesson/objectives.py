@@ -17,7 +17,7 @@ NCE): it owns the bank, its momentum update and the proximal term of eqs. 8-9, s
 its loss. lightly's ``MemoryBankModule`` and d2l's ``configure_optimizers`` are the precedents.
 
 The four objectives: ``parametric`` (eq. 1), ``softmax`` (non-parametric, eq. 2), ``nce`` (eqs. 3-8),
-``pic`` (Cao et al. 2020). ``build_objective(cfg, n)`` makes the one a config names.
+``pic`` (Cao et al. 2020); ``registry.build_objective(cfg, n)`` makes the one a config names.
 """
 from __future__ import annotations
 
@@ -26,9 +26,8 @@ import torch.nn as nn
 
 from .memory_bank import BANK_MOMENTUM, MemoryBank
 from .proximal import proximal_term
-from .validate import check_choice, check_lam, check_tau
+from .validate import check_lam, check_tau
 
-OBJECTIVES = ("parametric", "softmax", "nce", "pic")
 TAU = 0.07  # Wu et al. 2018 (ImageNet); their CIFAR code uses 0.1
 
 
@@ -114,19 +113,3 @@ class BankObjective(Objective):
     @property
     def bank(self) -> torch.Tensor:
         return self.memory.bank
-
-
-def objective_class(name: str) -> type[Objective]:
-    """The class of the objective called ``name`` (one of ``OBJECTIVES``)."""
-    from .nce import NCE  # imported here: these modules import this one for the base classes
-    from .nonparametric import NonParametricSoftmax
-    from .parametric import ParametricSoftmax
-    from .pic import PIC
-
-    check_choice("objective", name, OBJECTIVES)
-    return {"parametric": ParametricSoftmax, "softmax": NonParametricSoftmax, "nce": NCE, "pic": PIC}[name]
-
-
-def build_objective(cfg, n: int) -> Objective:
-    """The objective ``cfg.objective`` for ``n`` instances, with the config's settings."""
-    return objective_class(cfg.objective).from_config(cfg, n)

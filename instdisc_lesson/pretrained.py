@@ -130,6 +130,6 @@ def train_command(out: str = "runs/pretrained-convnet-cifar10") -> list[str]:
 def train_config():
     """The TrainConfig that ``COMMAND`` gives in this mode: what ``runs/pretrained-convnet-cifar10`` holds
     when a learner trains it (so notebooks and the command line share that folder's cache)."""
-    from .cli import build_config, build_parser
+    from .arguments import build_config, build_parser
 
     return build_config(build_parser().parse_args(train_command()))

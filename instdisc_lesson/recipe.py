@@ -19,7 +19,8 @@ from .memory_bank import BANK_MOMENTUM
 from .models import MODELS
 from .nce import NCE_M, Z_ESTIMATORS, Z_MODES
 from .precision import MEMORY_FORMATS, PRECISIONS
-from .objectives import OBJECTIVES, TAU, objective_class
+from .objectives import TAU
+from .registry import OBJECTIVES, objective_class
 from .validate import (check_bank_init, check_bank_momentum, check_choice, check_lam, check_positive,
                        check_positive_int, check_recent_k, check_sgd, check_tau, check_world, check_z)
 

@@ -44,7 +44,7 @@ from .config import get_device
 from .data import InstanceDataset
 from .knn import evaluate_knn
 from .models import batchnorm_pass, build_encoder
-from .objectives import build_objective
+from .registry import build_objective
 from .recipe import TrainConfig
 from .precision import autocast, choose, layout, measure, set_layout
 from .samplers import SlidingWindowSampler, batches, standard_epoch

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from instdisc_lesson.nce import NCE, exact_log_Z, mc_log_Z, nce_loss
 from instdisc_lesson.nonparametric import NonParametricSoftmax
-from instdisc_lesson.objectives import build_objective
+from instdisc_lesson.registry import build_objective
 from instdisc_lesson.parametric import ParametricSoftmax
 from instdisc_lesson.proximal import proximal_term
 from instdisc_lesson.recipe import quick_config

@@ -10,7 +10,8 @@ import torch
 from instdisc_lesson import trainer as trainer_module
 from instdisc_lesson.nce import NCE
 from instdisc_lesson.nonparametric import NonParametricSoftmax
-from instdisc_lesson.objectives import OBJECTIVES, BankObjective, Objective, build_objective, objective_class
+from instdisc_lesson.objectives import BankObjective, Objective
+from instdisc_lesson.registry import OBJECTIVES, build_objective, objective_class
 from instdisc_lesson.parametric import ParametricSoftmax
 from instdisc_lesson.pic import PIC, RowSparseSGD
 from instdisc_lesson.recipe import TrainConfig, paper_config, quick_config
