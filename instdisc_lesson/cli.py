@@ -99,7 +99,8 @@ def train_command(args) -> dict:
         say(f"precision: {cfg.precision}, {cfg.memory_format.replace('_', '-')}" + (
             " (the fastest here; ms per forward+backward: " + ", ".join(
                 f"{mode.replace('_', '-')} {1000 * t:.0f}" for mode, t in timed.items()) + ")" if timed else " (as asked)"))
-        say(f"recipe: {cfg.objective}, {cfg.model}, tau {cfg.tau}, batch {cfg.batch_size}, lr {cfg.lr}, kNN k {cfg.knn_k}"
+        tau = "" if "tau" in UNREAD.get(cfg.objective, ()) else f", tau {cfg.tau}"
+        say(f"recipe: {cfg.objective}, {cfg.model}{tau}, batch {cfg.batch_size}, lr {cfg.lr}, kNN k {cfg.knn_k}"
             + (f" (defaults fitted to {len(train):,} images; see README, 'Defaults on your own images')" if fitted else ""))
         say(f"budget: {cfg.epochs} epochs of {len(trainer.train_set):,} images ({trainer.epoch} done), {cost['steps']:,} steps of "
             f"{cfg.batch_size} and {cost['evaluations']} kNN evaluations to go; expected about "

@@ -82,3 +82,20 @@ def test_unknown_precision_is_refused_by_name():
         quick_config(precision="fp8")
     with pytest.raises(ValueError, match="unknown memory_format 'nhwc'"):
         quick_config(memory_format="nhwc")
+
+
+def test_bf16_where_the_device_cannot_run_it_is_refused_with_what_to_do(monkeypatch):
+    """A device without bf16 autocast: --precision bf16 is refused by name, and auto leaves bf16 out."""
+    import instdisc_lesson.validate as validate
+
+    def no_bf16(device_type, dtype=None, **kw):
+        raise RuntimeError("this device does not support bfloat16 autocast")
+
+    monkeypatch.setattr(validate.torch, "autocast", no_bf16)
+    train = make_dataset(32)
+    with pytest.raises(ValueError, match=r"--precision bf16 cannot run on cpu here \(this device does not support "
+                                         r"bfloat16 autocast\): use --precision fp32, or auto"):
+        Trainer(quick_config(epochs=1, batch_size=16, knn_k=5, precision="bf16"), train, None, progress=False)
+    auto = Trainer(quick_config(epochs=1, batch_size=16, knn_k=5, precision="auto", memory_format="auto"), train, None,
+                   progress=False)
+    assert auto.cfg.precision == "fp32" and all(key.startswith("fp32/") for key in auto.timings["precision_seconds"])
