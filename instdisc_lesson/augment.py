@@ -7,7 +7,7 @@ unchanged, so they are half of the method. The paper's CIFAR recipe (Wu et al. 2
     RandomResizedCrop(32, scale=(0.2, 1.0))       # area fraction in [0.2, 1], aspect ratio in [3/4, 4/3]
     ColorJitter(0.4, 0.4, 0.4, 0.4)               # brightness, contrast, saturation, hue
     RandomGrayscale(p=0.2)
-    RandomHorizontalFlip()
+    RandomHorizontalFlip()                        # commented out in its CIFAR script; kept here (p_flip=0: off)
 
 torchvision's transforms work on one image (or draw *one* set of parameters for a whole batch), so
 a DataLoader with CPU workers is the usual way to run them. Here every step is a tensor operation
@@ -38,7 +38,8 @@ _LUMA = (0.2989, 0.587, 0.114)
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation strengths. Defaults are the paper's CIFAR recipe (lemniscate.pytorch)."""
+    """Augmentation strengths. Defaults are the paper's code's recipe (lemniscate.pytorch), with the horizontal
+    flip that its CIFAR script comments out kept on (``p_flip=0`` turns it off)."""
 
     crop_scale: tuple[float, float] = (0.2, 1.0)  # area fraction of the crop
     crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # aspect ratio w/h of the crop
