@@ -18,7 +18,6 @@ The same command runs on N processes (CPU with gloo, or one GPU each with NCCL) 
 """
 from __future__ import annotations
 
-import argparse
 import contextlib
 import dataclasses
 import json
@@ -33,7 +32,7 @@ from .checkpoint import CheckpointError, atomic_write, run_lock
 from .config import dataset_name, describe_setup, is_quick
 from .data import DatasetUnavailableError, load_dataset
 from . import recipe
-from .arguments import NCE_ONLY, UNREAD, build_config, build_parser  # noqa: F401 - the CLI's options live there
+from .arguments import UNREAD, build_config, build_parser  # noqa: F401 - the options live there; tests import them from here
 from .recipe import TrainConfig, epochs_within
 
 AT_RISK = 0.9  # a baseline kNN this high leaves instance discrimination little to add (measured on digits)

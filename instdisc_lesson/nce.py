@@ -190,7 +190,7 @@ class NCE(BankObjective):
         scores = self.scores(features, idx, gen)  # (B, 1 + m)
         if not self.z_is_set():
             self.update_Z(scores.detach())  # the first batch sets Z: the loss needs one
-        else:
+        elif self.z_mode == "ema":
             self._pending = scores.detach()  # the EMA moves in after_step, never as a side effect of forward
         return nce_loss(scores, self.log_Z, self.memory.n)
 

@@ -186,8 +186,8 @@ class Trainer:
         """One epoch (or, with PIC's sliding window, one window); returns the mean loss.
 
         No step reads a value back from the device: the epoch's indices are valid by construction, so the
-        steps run under ``validate.trusted()`` (no index or NaN check reads a tensor back); the losses stay on the device and are read once, at the end
-        of the epoch. That read is also the NaN guard: a non-finite loss anywhere in the epoch stops the run
+        steps run under ``validate.trusted()`` (no index or NaN check reads a tensor back); the losses stay
+        on the device and are read once, at the end of the epoch. That read is also the NaN guard: a non-finite loss anywhere in the epoch stops the run
         before the epoch's checkpoint is written, so the last complete epoch's checkpoint stays intact.
         """
         self.model.train()

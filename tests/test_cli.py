@@ -351,8 +351,6 @@ def test_semisup_refuses_bad_fraction_and_checkpoint(folder, tmp_path):
 
 def _refuse(monkeypatch, target, method, code, when=lambda path, calls: True):
     """Make ``target.method`` raise OSError(code) for the paths ``when`` picks: the write the system refuses."""
-    import errno  # noqa: F401
-
     original, calls = getattr(target, method), []
 
     def refusing(self, *args, **kwargs):
