@@ -56,6 +56,9 @@ def show_classes(dataset: InstanceDataset, per_class: int = 8):
     return fig
 
 
+_BASELINE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))  # one dash style per baseline line
+
+
 def plot_curves(curves: dict, xlabel: str, ylabel: str, title: str, ax=None, hlines: dict | None = None, logy=False):
     """Several named curves ``{name: (x, y)}`` (or ``{name: y}``) on one axis, with optional baselines."""
     if ax is None:
@@ -63,9 +66,10 @@ def plot_curves(curves: dict, xlabel: str, ylabel: str, title: str, ax=None, hli
     for name, values in curves.items():
         x, y = values if isinstance(values, tuple) else (np.arange(1, len(values) + 1), values)
         ax.plot(x, y, label=name, marker="o" if len(y) <= 30 else None, markersize=3)
-    for name, value in (hlines or {}).items():
-        ax.axhline(value, ls="--", lw=1, color="gray")
-        ax.annotate(name, (ax.get_xlim()[0], value), xytext=(3, 3), textcoords="offset points", fontsize=8, color="gray")
+    # Baselines are named in the legend, each in its own dash style: text written beside the lines collided
+    # when two baselines lie close (untrained and raw pixels often differ by one point).
+    for (name, value), style in zip((hlines or {}).items(), _BASELINE_STYLES):
+        ax.axhline(value, ls=style, lw=1, color="gray", label=f"{name} {value:.1f}")
     if logy:
         ax.set_yscale("log")
     ax.set_xlabel(xlabel)
@@ -168,10 +172,9 @@ def plot_records(records: dict, highlight: str | None = None, title: str = "", l
         evaluated = [h for h in history if "knn_top1" in h]
         a2.plot([h["epoch"] for h in evaluated], [100 * h["knn_top1"] for h in evaluated], **style)
     first = next(iter(records.values()))
-    for name, key in (("untrained network", "random_init_knn_top1"), ("raw pixels", "raw_pixel_knn_top1")):
-        a2.axhline(100 * first[key], ls="--", lw=1, color="gray")
-        a2.annotate(f"{name} {100 * first[key]:.1f}", (0.01, 100 * first[key]), xycoords=("axes fraction", "data"),
-                    xytext=(0, 3 if key == "raw_pixel_knn_top1" else -9), textcoords="offset points", fontsize=7, color="gray")
+    for (name, key), style in zip((("untrained network", "random_init_knn_top1"), ("raw pixels", "raw_pixel_knn_top1")),
+                                  _BASELINE_STYLES):
+        a2.axhline(100 * first[key], ls=style, lw=1, color="gray", label=f"{name} {100 * first[key]:.1f}")
     a1.set_ylabel("training loss" + (" (log scale)" if logy else "")); a1.set_title("loss per epoch")
     a2.set_ylabel("kNN top-1 on the test images (%)"); a2.set_title("kNN accuracy")
     if logy:
@@ -181,7 +184,8 @@ def plot_records(records: dict, highlight: str | None = None, title: str = "", l
     for ax in (a1, a2):
         ax.set_xlabel("epoch"); ax.grid(alpha=0.3)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
-    a2.legend(fontsize=7, loc="best")
+    # Outside the axes, so that it covers neither a curve nor a baseline, whatever the records hold.
+    a2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     where = f"{first['data'].split(';')[0]}, {first['epochs']} epochs, {first['device'].split(' (')[0]}"
     fig.suptitle(f"{title} (records: {where})" if title else f"records: {where}", fontsize=10)
     fig.tight_layout()
