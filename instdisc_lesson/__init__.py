@@ -20,6 +20,7 @@ Each module is one idea, taught in the notebook named in its docstring:
 Importing the package loads only torch; scikit-learn, matplotlib and umap load when first used.
 """
 from .config import budget, dataset_name, describe_setup, get_device, is_quick, is_smoke, pick, seed_everything
+from .data import course_data
 
 __version__ = "0.1.0"
-__all__ = ["budget", "dataset_name", "describe_setup", "get_device", "is_quick", "is_smoke", "pick", "seed_everything"]
+__all__ = ["budget", "course_data", "dataset_name", "describe_setup", "get_device", "is_quick", "is_smoke", "pick", "seed_everything"]

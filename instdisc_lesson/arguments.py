@@ -13,7 +13,9 @@ from . import distributed as dist
 from . import recipe
 from .config import budget, dataset_name
 from .models import MODELS
+from .augment import AugmentConfig
 from .recipe import TrainConfig
+from .views import fitted_views, parse_augment
 from .registry import OBJECTIVES
 
 # CLI option -> TrainConfig field
@@ -57,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
                    "fp32; auto (default, except --data quick) times both on this machine and keeps the faster")
     t.add_argument("--memory-format", choices=("auto", "contiguous", "channels_last"), help="the network's memory "
                    "layout; auto (default, except --data quick) times both with the precision")
+    t.add_argument("--augment", default=None, help="the views: 'paper' (the paper's colour-photo recipe), 'fitted' (chosen "
+                   "from the training images: views.py), or settings such as crop_min=0.5,p_flip=0 on top of the default "
+                   "(default: fitted for an image folder, the paper's for quick and cifar10)")
+    t.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="--no-flip when the images' "
+                   "orientation matters (a mirrored symbol is another symbol), --flip to force the mirror on")
     t.add_argument("--knn-k", type=int, help="neighbours for the kNN monitor (paper: 200)")
     t.add_argument("--eval-every", type=int, help="recompute kNN accuracy every N epochs (default 1; the last epoch always)")
     t.add_argument("--bank-init", choices=("random", "features"), help="start the bank (or PIC's weights) from random "
@@ -87,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--seed", type=int, default=0, help="which labelled images, and the training seed (default 0)")
     f.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
     f.add_argument("--out", required=True, help="folder for metrics.json")
+    e = sub.add_parser("embed", help="write the features of a folder of images (with their file names) to a .npz")
+    e.add_argument("--checkpoint", default="shipped", help="a train run's checkpoint.pt (the network it kept) or 'shipped'")
+    e.add_argument("--data", required=True, help="a folder of images (read at any depth; unreadable files are left out "
+                   "with a warning)")
+    e.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")
+    e.add_argument("--out", required=True, help="the .npz to write: features (n, d) float32 and files (n,) names")
     return parser
 
 
@@ -94,6 +107,12 @@ CIFAR10_SIZES = (50_000, 5_000)  # training images, and images in its smallest c
 # Options an objective never reads: given on the command line, they are refused rather than silently ignored.
 UNREAD = {"parametric": ("tau", "bank_init", "bank_momentum", "lam")}
 NCE_ONLY = ("nce_m", "z_mode", "z_estimator")
+
+
+def fits_time(args, cfg: TrainConfig) -> bool:
+    """Whether the run's epochs are the defaults' to choose by this machine's time (``recipe.time_epochs``): on a CPU
+    (the quick budget), for any data but the quick set, when neither --epochs nor --preset was given."""
+    return cfg.data != "quick" and budget() == "quick" and args.epochs is None and getattr(args, "preset", None) is None
 
 
 def build_config(args, train=None) -> TrainConfig:
@@ -118,6 +137,9 @@ def build_config(args, train=None) -> TrainConfig:
         overrides["world_size"] = dist.world_size()
     if data != "quick":  # the network's precision and layout: the fastest on this machine, unless asked
         overrides = {"precision": "auto", "memory_format": "auto", **overrides}
+    if train is not None and (getattr(args, "augment", None) or getattr(args, "flip", None) is not None
+                              or data not in ("quick", "cifar10")):
+        overrides["augment"] = choose_views(args, data, train)[0]
     if getattr(args, "preset", None) == "paper":
         return recipe.paper_config(**overrides, data=data)
     if getattr(args, "preset", None) == "course":
@@ -127,3 +149,21 @@ def build_config(args, train=None) -> TrainConfig:
     else:
         sizes = CIFAR10_SIZES if data == "cifar10" else None
     return recipe.preset(budget(), data, sizes, **overrides)
+
+
+def choose_views(args, data: str, train) -> tuple[AugmentConfig, list[str]]:
+    """The run's augmentation and why: fitted to an image folder's images (``views.fitted_views``) unless
+    ``--augment paper`` or ``--preset``; the paper's recipe for quick and cifar10; ``--augment KEY=VALUE`` and
+    ``--flip/--no-flip`` on top."""
+    text, flip = (getattr(args, "augment", None) or "").strip(), getattr(args, "flip", None)
+    settings = text not in ("", "paper", "fitted")
+    fit = text == "fitted" or (text != "paper" and getattr(args, "preset", None) is None and data not in ("quick", "cifar10"))
+    if fit:
+        views, reasons = fitted_views(train.images, flip)
+    else:
+        views = AugmentConfig() if flip is None else AugmentConfig(p_flip=0.5 if flip else 0.0)
+        reasons = ["the paper's recipe" + ("" if flip is None else (" with the mirror on" if flip else ", no mirror"))]
+    if settings:
+        views = parse_augment(text, views)
+        reasons.append(f"--augment {text}")
+    return views, reasons

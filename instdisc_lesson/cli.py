@@ -27,13 +27,15 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 from . import distributed as dist
-from .checkpoint import CheckpointError, atomic_write, run_lock
-from .config import dataset_name, describe_setup, is_quick
-from .data import DatasetUnavailableError, load_dataset
-from . import recipe
-from .arguments import UNREAD, build_config, build_parser  # noqa: F401 - the options live there; tests import them from here
-from .recipe import TrainConfig, epochs_within
+from . import recipe, resume
+from .arguments import UNREAD, build_config, build_parser, choose_views, fits_time  # noqa: F401 - tests import build_* from here
+from .checkpoint import CheckpointError, atomic_write, load_checkpoint, run_lock
+from .config import dataset_name, describe_setup, is_smoke
+from .data import SMOKE_SIZES, DatasetUnavailableError, load_dataset
+from .recipe import TrainConfig
 
 AT_RISK = 0.9  # a baseline kNN this high leaves instance discrimination little to add (measured on digits)
 
@@ -58,98 +60,123 @@ def run_folder(text: str) -> Path:
 
 
 def train_command(args) -> dict:
+    """parse -> one preset -> ``Trainer(...).fit()`` -> ``trainer.summary()`` with the CLI's baselines -> metrics.json."""
     from .knn import raw_pixel_knn
-    from .trainer import Trainer
 
     device = dist.setup(args.device)  # joins torchrun's job, if there is one
-    out = run_folder(args.out)
-    rank0 = dist.rank() == 0
-    ckpt = out / "checkpoint.pt"
-    if ckpt.exists() and not args.resume:
-        raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
-    train, test = load_dataset(args.data or dataset_name(), args.data_root)
-    cfg = build_config(args, train)
+    out, rank0 = run_folder(args.out), dist.rank() == 0
     say = (lambda text: print(text, file=sys.stderr)) if rank0 else (lambda text: None)
-    say(describe_setup() + (f" | {cfg.world_size} processes (torchrun)" if cfg.world_size > 1 else ""))
-    # Defaults fitted to the data (a CPU, no --epochs): a resumed run keeps the epochs it was started with,
-    # a new one is shortened when this machine would need more than recipe.CPU_SECONDS for it.
-    fitted = cfg.data != "quick" and is_quick() and args.epochs is None and args.preset is None
-    resuming = args.resume and ckpt.exists()
-    if fitted and resuming:
-        cfg = _with_epochs(cfg, _saved_epochs(ckpt, cfg.epochs), args)
-    # One run per folder: a second process on the same --out is refused. Under torchrun rank 0 holds the lock.
-    with run_lock(out) if rank0 else contextlib.nullcontext():
-        trainer = Trainer(cfg, train, test, device=device, out_dir=out)
-        if resuming:
-            trainer.load(ckpt)
-            say(f"resuming {out} from epoch {trainer.epoch}")
-        elif args.resume:
-            say(f"--resume: {out} holds no checkpoint yet, so this starts a new run there")
-        cost = trainer.expected_seconds()  # a few steps timed, then undone: the run is not changed
-        affordable = epochs_within(cfg, cost["seconds"] / cfg.epochs, recipe.CPU_SECONDS)
-        if fitted and not resuming and affordable < cfg.epochs:
-            wanted, cfg = cfg.epochs, _with_epochs(cfg, affordable, args)
-            say(f"the defaults' {wanted} epochs would take about {format_seconds(cost['seconds'])} here: training "
-                f"{cfg.epochs}, to stay within the {format_seconds(recipe.CPU_SECONDS)} a default run may take on a CPU")
-            trainer = Trainer(cfg, train, test, device=device, out_dir=out)
-            cost = trainer.expected_seconds()
-        cfg = trainer.cfg  # "auto" precision and layout resolved
-        timed = trainer.timings.get("precision_seconds")
-        say(f"precision: {cfg.precision}, {cfg.memory_format.replace('_', '-')}" + (
-            " (the fastest here; ms per forward+backward: " + ", ".join(
-                f"{mode.replace('_', '-')} {1000 * t:.0f}" for mode, t in timed.items()) + ")" if timed else " (as asked)"))
-        tau = "" if "tau" in UNREAD.get(cfg.objective, ()) else f", tau {cfg.tau}"
-        say(f"recipe: {cfg.objective}, {cfg.model}{tau}, batch {cfg.batch_size}, lr {cfg.lr}, kNN k {cfg.knn_k}"
-            + (f" (defaults fitted to {len(train):,} images; see README, 'Defaults on your own images')" if fitted else ""))
-        say(f"budget: {cfg.epochs} epochs of {len(trainer.train_set):,} images ({trainer.epoch} done), {cost['steps']:,} steps of "
-            f"{cfg.batch_size} and {cost['evaluations']} kNN evaluations to go; expected about "
-            f"{format_seconds(cost['seconds'])} here ({1000 * cost['step_seconds']:.0f} ms per step, "
-            f"{cost['eval_seconds']:.1f} s per evaluation). --epochs changes it.")
+    if (out / "checkpoint.pt").exists() and not args.resume:
+        raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+    train, test = load_dataset(args.data or dataset_name(), args.data_root, SMOKE_SIZES if is_smoke() else None)
+    cfg = build_config(args, train)
+    say(describe_run(cfg, train, test))
+    with run_lock(out) if rank0 else contextlib.nullcontext():  # one run per folder; under torchrun rank 0 holds it
+        trainer = start(cfg, train, test, device, out, args, say)
         raw1, raw5 = raw_pixel_knn(train, test, cfg.knn_k, cfg.knn_sigma)
-        trainer.baseline()  # the untrained network's kNN (kept in the checkpoint; once per run)
-        untrained = trainer.baselines["random_init_knn_top1"]
-        if max(untrained, raw1) >= AT_RISK:
-            say(f"at risk: on these images raw pixels already reach {raw1:.1%} and the untrained network {untrained:.1%} "
-                "(kNN). Instance discrimination has little to add to such easy data and can make the features worse "
-                "(it did on scikit-learn's digits: README, 'Defaults on your own images'). The run goes on, and ends "
-                "with the untrained network if its last epoch does not beat it on the training images.")
+        warn_if_at_risk(trainer.baselines["random_init_knn_top1"], raw1, say)
         _signal_for_tests(trainer)
-        start = time.perf_counter()
+        began = time.perf_counter()
         trainer.fit()
-        top1, top5 = trainer.history[-1]["knn_top1"], trainer.history[-1]["knn_top5"]
-        kept = trainer.kept()  # the last epoch's network, or the untrained one if that scored higher
-        kept_top1 = untrained if kept["epoch"] == 0 else top1
-        linear = linear_columns(trainer, train, test, say)
-        metrics = {
-            "knn_top1": top1, "knn_top5": top5,
-            "kept_epoch": kept["epoch"], "kept_knn_top1": kept_top1, "kept_train_loo_top1": kept["train_loo_top1"],
-            "random_init_train_loo_top1": trainer.baselines.get("random_init_train_loo_top1"),
-            "random_init_knn_top1": trainer.baselines["random_init_knn_top1"],
-            "random_init_knn_top5": trainer.baselines["random_init_knn_top5"],
-            "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5, **linear,
-            "train_images": len(trainer.train_set), "knn_reference_images": len(train), "test_images": len(test), "seconds_this_session": time.perf_counter() - start,
-            "precision": trainer.cfg.precision, "memory_format": trainer.cfg.memory_format,
-            "deviations": {k: v for k, (v, _) in recipe.deviations(trainer.cfg).items()},
-            "history": trainer.history, "config": trainer.cfg.to_dict(),
-        }
-        text = json.dumps(metrics, indent=2)
+        metrics = {**trainer.summary(), "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5,
+                   **linear_columns(trainer, train, test, say), "seconds_this_session": time.perf_counter() - began}
         if rank0:
+            text = json.dumps(metrics, indent=2)
             atomic_write(out / "metrics.json", lambda tmp: Path(tmp).write_text(text))
+            draw_report(trainer.model, train, test, metrics, out, say)
     if rank0:
-        print(f"kNN top-1 {top1:.1%} (random init {metrics['random_init_knn_top1']:.1%}, raw pixels {raw1:.1%})"
-              + (f"; linear {linear['linear_top1']:.1%} (random init {linear.get('random_init_linear_top1', float('nan')):.1%}, "
-                 f"raw pixels {linear['raw_pixel_linear_top1']:.1%})" if "linear_top1" in linear else "")
-              + f" -> {out / 'metrics.json'}")
-        if kept["epoch"] == 0:
-            say(f"kept: the untrained network (kNN {untrained:.1%}). The last epoch scored below it by leave-one-out kNN on "
-                f"the training images ({trainer.history[-1]['train_loo_top1']:.1%} against {kept['train_loo_top1']:.1%}): "
-                "training made the features worse here, so the run keeps the untrained weights. Raw pixels or other "
-                "settings (--tau, --epochs) may serve this data better.")
-        if kept_top1 < untrained:
-            say(f"warning: the kept network ({kept_top1:.1%}) is below the untrained one ({untrained:.1%}) on the test "
-                "images, though it scored at least as well on the training images: use the untrained network's features or raw "
-                "pixels for this data, or try other settings (--tau, --epochs).")
+        tell_result(metrics, out, say)
     return metrics
+
+
+def draw_report(model, train, test, metrics: dict, out: Path, say) -> None:
+    """``out/report.png`` (``report.py``); a run whose report cannot be drawn keeps its metrics and says why."""
+    from .report import write_report
+
+    try:
+        atomic_write(out / "report.png", lambda tmp: write_report(model, train, test, metrics, tmp))
+        say(f"report: {out / 'report.png'} (loss and kNN per epoch, nearest neighbours, UMAP); features of any folder: "
+            f"python -m instdisc_lesson embed --checkpoint {out / 'checkpoint.pt'} --data FOLDER --out features.npz")
+    except ImportError as err:
+        say(f"no report.png: {err.name} is not installed (pip install matplotlib)")
+
+
+def describe_run(cfg: TrainConfig, train, test) -> str:
+    """The first line of a run: the device, the data actually used, torch's version."""
+    data = {"quick": "the quick set (generated shapes)", "cifar10": "CIFAR-10"}.get(cfg.data, cfg.data)
+    device = describe_setup().split(" | ")[0]
+    smoke = " | SMOKE: sizes shrunk to seconds" if is_smoke() else ""
+    return (f"{device} | data: {data}, {len(train):,} training and {len(test):,} test images in {train.num_classes} "
+            f"classes{smoke} | torch {torch.__version__}" + (f" | {cfg.world_size} processes (torchrun)" if cfg.world_size > 1 else ""))
+
+
+def start(cfg: TrainConfig, train, test, device, out: Path, args, say):
+    """The trainer, resumed from ``out`` if asked, its epochs fitted to this machine's time when the defaults chose
+    them, and the run announced: precision, recipe, budget. Built once: fitting the epochs only re-times a few steps."""
+    from .trainer import Trainer
+
+    ckpt, fitted = out / "checkpoint.pt", fits_time(args, cfg)
+    resuming = args.resume and ckpt.exists()
+    if fitted and resuming:  # a resumed run keeps the epochs it was started with
+        saved = resume.saved_config(ckpt)
+        cfg = dataclasses.replace(cfg, epochs=saved.epochs, eval_every=saved.eval_every) if saved else cfg
+    trainer = Trainer(cfg, train, test, device=device, out_dir=out)
+    if resuming:
+        trainer.load(ckpt)
+        say(f"resuming {out} from epoch {trainer.epoch}")
+    elif args.resume:
+        say(f"--resume: {out} holds no checkpoint yet, so this starts a new run there")
+    cost = trainer.expected_seconds()  # a few steps timed, then undone: the run is not changed
+    if fitted and not resuming:
+        epochs, why = recipe.time_epochs(cost)
+        trainer.set_epochs(epochs, eval_every=None if args.eval_every is not None else max(1, epochs // 10))
+        cost = trainer.expected_seconds()
+        say(f"epochs: {epochs}, {why}")
+    if args.augment or args.flip is not None or cfg.data not in ("quick", "cifar10"):
+        say("views: " + "; ".join(choose_views(args, cfg.data, train)[1]))
+    announce(trainer, cost, fitted, say)
+    return trainer
+
+
+def announce(trainer, cost: dict, fitted: bool, say) -> None:
+    """What the run will do and cost: the precision chosen, the recipe, the budget."""
+    cfg, timed = trainer.cfg, trainer.timings.get("precision_seconds")
+    say(f"precision: {cfg.precision}, {cfg.memory_format.replace('_', '-')}" + (
+        " (the fastest here; ms per forward+backward: " + ", ".join(
+            f"{mode.replace('_', '-')} {1000 * t:.0f}" for mode, t in timed.items()) + ")" if timed else " (as asked)"))
+    tau = "" if "tau" in UNREAD.get(cfg.objective, ()) else f", tau {cfg.tau}"
+    say(f"recipe: {cfg.objective}, {cfg.model}{tau}, batch {cfg.batch_size}, lr {cfg.lr}, kNN k {cfg.knn_k}"
+        + (f" (defaults fitted to {len(trainer.train_set):,} images; see README, 'Defaults on your own images')" if fitted else ""))
+    say(f"budget: {cfg.epochs} epochs of {trainer.epoch_size():,} images ({trainer.epoch} done), {cost['steps']:,} steps of "
+        f"{cfg.batch_size} and {cost['evaluations']} kNN evaluations to go; expected about "
+        f"{format_seconds(cost['seconds'])} here ({1000 * cost['step_seconds']:.0f} ms per step, "
+        f"{cost['eval_seconds']:.1f} s per evaluation). --epochs changes it.")
+
+
+def warn_if_at_risk(untrained: float, raw: float, say) -> None:
+    if max(untrained, raw) >= AT_RISK:
+        say(f"at risk: on these images raw pixels already reach {raw:.1%} and the untrained network {untrained:.1%} "
+            "(kNN). Instance discrimination has little to add to such easy data and can make the features worse "
+            "(it did on scikit-learn's digits: README, 'Defaults on your own images'). The run goes on, and ends "
+            "with the untrained network if its last epoch does not beat it on the training images.")
+
+
+def tell_result(m: dict, out: Path, say) -> None:
+    """The run's last lines: kNN and linear beside the untrained network and raw pixels; which network it kept."""
+    linear = (f"; linear {m['linear_top1']:.1%} (random init {m.get('random_init_linear_top1', float('nan')):.1%}, "
+              f"raw pixels {m['raw_pixel_linear_top1']:.1%})" if "linear_top1" in m else "")
+    print(f"kNN top-1 {m['knn_top1']:.1%} (random init {m['random_init_knn_top1']:.1%}, raw pixels "
+          f"{m['raw_pixel_knn_top1']:.1%}){linear} -> {out / 'metrics.json'}")
+    untrained, kept_top1 = m["random_init_knn_top1"], m["kept_knn_top1"]
+    if m["kept_epoch"] == 0:
+        say(f"kept: the untrained network (kNN {untrained:.1%}). The last epoch scored below it by leave-one-out kNN on "
+            f"the training images ({m['history'][-1]['train_loo_top1']:.1%} against {m['kept_train_loo_top1']:.1%}): "
+            "training made the features worse here, so the run keeps the untrained weights. Raw pixels or other "
+            "settings (--tau, --epochs) may serve this data better.")
+    if kept_top1 < untrained:
+        say(f"warning: the kept network ({kept_top1:.1%}) is below the untrained one ({untrained:.1%}) on the test "
+            "images, though it scored at least as well on the training images: use the untrained network's features or raw "
+            "pixels for this data, or try other settings (--tau, --epochs).")
 
 
 TEST_SIGNAL = "INSTDISC_TEST_SIGNAL"  # tests only: "SIGKILL@3" = the process signals itself at epoch 3's first step
@@ -194,7 +221,7 @@ def linear_columns(trainer, train, test, say) -> dict:
     model = copy.deepcopy(trainer.model)
     columns = {}
     for key, weights in (("linear_top1", trainer.model.state_dict()),
-                         ("random_init_linear_top1", (trainer.untrained or {}).get("model"))):
+                         ("random_init_linear_top1", (trainer.monitor.untrained or {}).get("model"))):
         if weights is not None:
             model.load_state_dict(weights)
             columns[key] = linear_probe(embed(model, train.images), train.labels, embed(model, test.images), test.labels)["top1"]
@@ -204,26 +231,8 @@ def linear_columns(trainer, train, test, say) -> dict:
     return columns
 
 
-def _with_epochs(cfg: TrainConfig, epochs: int, args) -> TrainConfig:
-    """``cfg`` with ``epochs`` (and, unless --eval-every was given, kNN every tenth of the run)."""
-    every = cfg.eval_every if args.eval_every is not None else max(1, epochs // 10)
-    return dataclasses.replace(cfg, epochs=epochs, eval_every=every)
-
-
-def _saved_epochs(ckpt: Path, default: int) -> int:
-    """The epochs a checkpoint's run was started with (``default`` when unreadable: loading explains why)."""
-    import torch
-
-    try:
-        return int(torch.load(ckpt, map_location="cpu", weights_only=True)["config"]["epochs"])
-    except Exception:  # noqa: BLE001 - Trainer.load reports a damaged checkpoint with its own message
-        return default
-
-
 def pretrained_encoder(checkpoint: str, device):
     """The network a ``train`` run (or the shipped checkpoint, ``"shipped"``) ended with, and its TrainConfig."""
-    import torch
-
     from . import pretrained
     from .config import get_device
     from .models import build_model
@@ -235,16 +244,26 @@ def pretrained_encoder(checkpoint: str, device):
     path = Path(checkpoint).expanduser()
     if not path.is_file():
         raise ValueError(f"--checkpoint {checkpoint}: no such file; give a train run's checkpoint.pt, or 'shipped'")
+    state = load_checkpoint(path)
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
         cfg = TrainConfig.from_dict(state["config"])
         model = build_model(cfg.model, cfg.dim, cfg.head or objective_class(cfg.objective).head)
-        kept_untrained = state.get("kept_epoch") == 0 and state.get("untrained")  # training made it worse
-        model.load_state_dict(state["untrained"]["model"] if kept_untrained else state["model"])
-    except (KeyError, RuntimeError, OSError, TypeError, ValueError) as err:
+        model.load_state_dict(resume.kept_network(state))  # the untrained weights where training made it worse
+    except (KeyError, RuntimeError, TypeError, ValueError) as err:
         raise CheckpointError(f"--checkpoint {path} is not a checkpoint.pt written by `train` ({type(err).__name__}); "
                               "give a train run's checkpoint.pt, or 'shipped'") from None
     return model.to(get_device(device)).eval(), cfg
+
+
+def embed_command(args) -> dict:
+    """The features of every image in ``--data`` (a folder, any depth) from a trained network, with file names."""
+    from .report import embed_folder
+
+    model, cfg = pretrained_encoder(args.checkpoint, args.device)
+    done = embed_folder(model, args.data, args.out)
+    print(f"{done['images']} images -> {done['out']} (features: {done['images']} x {done['dim']}, float32, unit length; "
+          f"files: their paths under {args.data})" + (f"; {len(done['skipped'])} unreadable file(s) left out" if done["skipped"] else ""))
+    return done
 
 
 def semisup_command(args) -> dict:
@@ -302,6 +321,8 @@ def main(argv=None) -> int:
             train_command(args)
         elif args.command == "semisup":
             semisup_command(args)
+        elif args.command == "embed":
+            embed_command(args)
     except (ValueError, CheckpointError, DatasetUnavailableError) as err:
         lines = str(err).splitlines()
         parser.exit(2, f"error: {lines[0]}\n" + "".join(f"  {line}\n" for line in lines[1:]))

@@ -165,8 +165,19 @@ def pil_to_tensor32(image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).contiguous()
 
 
-def _read_split(split_dir: Path, classes: tuple[str, ...] | None):
+def read_image(path) -> torch.Tensor | None:
+    """One image file as uint8 (3, 32, 32), as the folder loader reads it; None when it is not a readable image
+    (damaged, not an image, or too large to decode safely)."""
     from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as img:
+            return pil_to_tensor32(img)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
+
+
+def _read_split(split_dir: Path, classes: tuple[str, ...] | None):
 
     if not split_dir.is_dir():
         raise ValueError(f"image folder {split_dir} does not exist: expected {split_dir}/<class_name>/<images>")
@@ -184,12 +195,11 @@ def _read_split(split_dir: Path, classes: tuple[str, ...] | None):
         for path in paths:
             if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
                 continue
-            try:
-                with Image.open(path) as img:
-                    images.append(pil_to_tensor32(img))
-                labels.append(label)
-            except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            image = read_image(path)
+            if image is None:
                 bad.append(path)  # unreadable, or so large that decoding it could exhaust memory
+            else:
+                images.append(image), labels.append(label)
     if bad:
         warnings.warn(f"skipped {len(bad)} unreadable image file(s) in {split_dir}, e.g. {bad[0]} "
                       "(damaged, not an image, or too large to decode safely)", stacklevel=3)
@@ -322,21 +332,27 @@ def load_quick(seed: int = 0) -> tuple[InstanceDataset, InstanceDataset]:
     return stratified_split(make_shapes(200, seed), 0.2, seed)
 
 
-SMOKE_SIZES = (512, 256)  # training and test images kept under INSTDISC_SMOKE=1
+SMOKE_SIZES = (512, 256)  # training and test images kept under INSTDISC_SMOKE=1 (course_data)
 
 
-def load_dataset(name: str, root=None) -> tuple[InstanceDataset, InstanceDataset]:
+def load_dataset(name: str, root=None, limit: tuple[int, int] | None = None) -> tuple[InstanceDataset, InstanceDataset]:
     """``"quick"``, ``"cifar10"`` or the path of an image folder -> (train, test).
 
-    Under ``INSTDISC_SMOKE=1`` only the first ``SMOKE_SIZES`` images of each split are kept, so the same
-    code runs in seconds (``config.is_smoke``).
+    ``limit=(n_train, n_test)`` keeps only the first images of each split: the smoke scale, under which the
+    same code runs in seconds. Nothing shrinks unless asked.
     """
-    from .config import is_smoke
-
     train, test = _load(name, root)
-    if is_smoke():
-        train, test = (part.subset(range(min(len(part), size))) for part, size in zip((train, test), SMOKE_SIZES))
+    if limit is not None:
+        train, test = (part.subset(range(min(len(part), size))) for part, size in zip((train, test), limit))
     return train, test
+
+
+def course_data(root=None) -> tuple[InstanceDataset, InstanceDataset]:
+    """The notebooks' data in this budget: the quick set, or CIFAR-10; at the smoke scale (``INSTDISC_SMOKE=1``)
+    its first ``SMOKE_SIZES`` images. The environment is read here, once, at the notebooks' edge."""
+    from .config import dataset_name, is_smoke
+
+    return load_dataset(dataset_name(), root, SMOKE_SIZES if is_smoke() else None)
 
 
 def _load(name: str, root=None) -> tuple[InstanceDataset, InstanceDataset]:

@@ -62,6 +62,19 @@ def setup(device: str | None = None) -> str | None:
     return device
 
 
+def wrap(model: torch.nn.Module, device: torch.device, sync_batchnorm: bool = False):
+    """``(model, net)``: the network and what a step calls. With one process both are ``model``; under torchrun
+    ``net`` is it wrapped in DistributedDataParallel (and with ``sync_batchnorm`` the model's BatchNorm layers
+    use the global batch's statistics)."""
+    if world_size() == 1:
+        return model, model
+    from torch.nn.parallel import DistributedDataParallel
+
+    if sync_batchnorm:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    return model, DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def cleanup() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()

@@ -6,6 +6,8 @@ Every objective is an ``nn.Module`` that the loop (``trainer.py``) uses in exact
     optimizer = objective.make_optimizer(params, cfg)   # plain SGD; PIC's row-sparse SGD
     objective.start_from(features)                  # bank_init="features": rows start as these (n, d) features
     objective.after_step(features.detach(), idx)    # after optimizer.step(): refresh bank rows, queues...
+    objective.epoch_order(n, epoch, gen)            # the instances of an epoch, in order: a permutation of n; PIC's window
+    objective.epoch_size(n)                         # how many instances that is
     objective.extras()                              # per-epoch values to log, e.g. {"log_Z": ...}
     objective.bank                                  # the memory bank (n, d) if there is one, else None
     type(objective).head, type(objective).default_tau   # the head the model gets; the objective's own tau
@@ -26,6 +28,7 @@ import torch.nn as nn
 
 from .memory_bank import BANK_MOMENTUM, MemoryBank
 from .proximal import proximal_term
+from .samplers import standard_epoch
 from .validate import check_lam, check_tau
 
 TAU = 0.07  # Wu et al. 2018 (ImageNet); their CIFAR code uses 0.1
@@ -63,6 +66,14 @@ class Objective(nn.Module):
     def extras(self) -> dict:
         """Per-epoch values for the history, besides the loss. None by default."""
         return {}
+
+    def epoch_order(self, n: int, epoch: int, gen: torch.Generator | None = None) -> torch.Tensor:
+        """The instances of epoch ``epoch`` in the order they are trained: a fresh permutation of all n by default."""
+        return standard_epoch(n, gen)
+
+    def epoch_size(self, n: int) -> int:
+        """The number of instances :meth:`epoch_order` returns: n by default."""
+        return n
 
     @property
     def bank(self) -> torch.Tensor | None:

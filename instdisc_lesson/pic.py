@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .objectives import Objective
+from .samplers import SlidingWindowSampler
 from .validate import check_batch, check_recent_k, check_size, check_tau
 
 PIC_TAU = 0.2  # Cao et al. 2020
@@ -65,10 +66,23 @@ class PIC(Objective):
         self.weight = nn.Parameter(F.normalize(torch.randn(n, dim, generator=generator), dim=1))
         self.register_buffer("queue", torch.full((max(self.recent_k, 1),), -1, dtype=torch.long))  # recent instances
         self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+        self.sampler = None  # set by from_config when the run asks for the sliding window
 
     @classmethod
     def from_config(cls, cfg, n: int) -> "PIC":
-        return cls(n, cfg.dim, cfg.tau, cfg.recent_k, cfg.correction)
+        pic = cls(n, cfg.dim, cfg.tau, cfg.recent_k, cfg.correction)
+        if cfg.window:  # the sliding-window scheduler: an "epoch" is then one window of D instances (--window's help)
+            pic.sampler = SlidingWindowSampler(n, cfg.window, cfg.stride or cfg.window, cfg.seed)
+        return pic
+
+    def epoch_order(self, n: int, epoch: int, gen=None) -> torch.Tensor:
+        """A fresh permutation of all n, or with the sliding window the D instances of window ``epoch``."""
+        if self.sampler is None:
+            return super().epoch_order(n, epoch, gen)
+        return self.sampler.window(epoch, gen).to(gen.device if gen is not None else "cpu")
+
+    def epoch_size(self, n: int) -> int:
+        return n if self.sampler is None else self.sampler.D
 
     def make_optimizer(self, params, cfg) -> "RowSparseSGD":
         """SGD whose sparse-gradient rows (this PIC's weights) are updated alone when the correction is on."""

@@ -100,3 +100,22 @@ def choose(timings: dict, precision: str = "auto", memory_format: str = "auto") 
     if default in allowed and allowed[default] <= MARGIN * allowed[best]:
         return default
     return best
+
+
+def resolve(cfg, model: torch.nn.Module, sample: torch.Tensor, device: torch.device, decide=lambda pick: pick):
+    """``(cfg, timings)``: ``cfg`` with "auto" precision or layout replaced by the fastest here, timed on the run's
+    own network and a batch of its images (``sample``; the network is left as it was), and the layout applied.
+    ``decide`` lets rank 0 choose for every process under torchrun (it maps rank 0's choice to everyone's)."""
+    import dataclasses
+
+    check_precision_usable(device, cfg.precision)
+    timings = None
+    if "auto" in (cfg.precision, cfg.memory_format):
+        timings = measure(model, sample, device)
+        modes = [(p, m) for p in ("fp32", "bf16") for m in ("contiguous", "channels_last")]
+        pick = decide(torch.tensor(modes.index(choose(timings, cfg.precision, cfg.memory_format)), device=device))
+        precision, memory_format = modes[int(pick)]  # once per run
+        cfg = dataclasses.replace(cfg, precision=precision, memory_format=memory_format)
+        timings = {f"{p}/{m}": t for (p, m), t in timings.items()}
+    set_layout(model, cfg.memory_format)
+    return cfg, timings

@@ -154,8 +154,8 @@ def quick_config(**overrides) -> TrainConfig:
 # Fitted to the data on a CPU (issue 13; calibrated on CIFAR-10 folders of 2,000-20,000 photos and on
 # digits, benchmarks/RESULTS.md section 10). On real photos learning needs images seen, not epochs: a
 # small folder needs many passes. The CLI then shortens the run if this machine is too slow for it.
-IMAGES_TO_SEE = 300_000   # about 60 passes over 5,000 photos, 6 over CIFAR-10's 50,000
-CPU_SECONDS = 12 * 60     # the longest a run chosen by the defaults may train on a CPU
+IMAGES_TO_SEE = 300_000   # about 60 passes over 5,000 photos, 6 over CIFAR-10's 50,000 (when no time is measured)
+CPU_SECONDS = 12 * 60     # the longest a run chosen by the defaults may train on a CPU (the CLI fills it: time_epochs)
 FITTED_DEFAULTS = dict(model="convnet", objective="softmax", batch_size=128, lr=0.03, tau=0.07,
                        bank_init="features", z_mode="ema", precision="auto", memory_format="auto")
 
@@ -176,9 +176,24 @@ def fitted_config(n: int, smallest_class: int, **overrides) -> TrainConfig:
     return _preset(fitted, overrides)
 
 
-def epochs_within(cfg: TrainConfig, seconds_per_epoch: float, seconds: float = CPU_SECONDS) -> int:
-    """The most epochs (at least 1, at most ``cfg.epochs``) that train within ``seconds``."""
-    return max(1, min(cfg.epochs, int(seconds // max(seconds_per_epoch, 1e-9))))
+MAX_PASSES = 500  # the most epochs the defaults train, however fast the machine or small the folder
+
+
+def time_epochs(cost: dict, seconds: float | None = None, evaluations: int = 11) -> tuple[int, str]:
+    """``(epochs, why)``: the epochs the defaults train on a CPU, chosen by the time they may take.
+
+    As many as fit in ``seconds`` (default: 0.9 of ``CPU_SECONDS``, a margin for the timing's noise) with
+    ``evaluations`` kNN evaluations, at most ``MAX_PASSES``: on photos kNN keeps rising with images seen
+    (README, 'Defaults on your own images'), so the time the user allows is used. ``cost`` is what
+    ``cost.expected_seconds`` measured (``step_seconds``, ``eval_seconds``, ``steps_per_epoch``).
+    """
+    seconds = 0.9 * CPU_SECONDS if seconds is None else seconds
+    per_epoch = cost["steps_per_epoch"] * cost["step_seconds"]
+    fit = max(1, int((seconds - evaluations * cost["eval_seconds"]) // max(per_epoch, 1e-9)))
+    if fit >= MAX_PASSES:
+        return MAX_PASSES, f"the most the defaults train (MAX_PASSES); this machine would fit {fit} in the time allowed"
+    return fit, (f"as many as fit in {seconds / 60:.0f} of the {CPU_SECONDS / 60:.0f} minutes a default run may take "
+                 f"on a CPU ({per_epoch:.1f} s per epoch here)")
 
 
 def preset(budget: str, data: str, sizes: tuple[int, int] | None = None, **overrides) -> TrainConfig:

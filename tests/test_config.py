@@ -90,12 +90,14 @@ def test_pick_follows_budget_and_smoke(monkeypatch):
     assert config.pick(quick=6, gpu=20) == 6  # no smoke value: the quick one
 
 
-def test_smoke_keeps_a_few_hundred_images(monkeypatch):
-    from instdisc_lesson.data import SMOKE_SIZES, load_dataset
+def test_smoke_keeps_a_few_hundred_images_only_where_asked(monkeypatch):
+    from instdisc_lesson.data import SMOKE_SIZES, course_data, load_dataset
 
     monkeypatch.setenv("INSTDISC_SMOKE", "1")
-    train, test = load_dataset("quick")
+    monkeypatch.setenv("INSTDISC_BUDGET", "quick")
+    train, test = course_data()  # the notebooks' edge reads the flag
     assert (len(train), len(test)) == SMOKE_SIZES
+    assert (len(load_dataset("quick")[0]), len(load_dataset("quick", limit=(10, 5))[1])) == (1600, 5)  # no hidden shrink
 
 
 def test_seed_everything_repeats_draws():
@@ -143,7 +145,7 @@ def test_runs_and_data_resolve_beside_the_course_or_the_working_directory(monkey
 def test_fitted_defaults_worked_by_hand():
     """recipe.fitted_config: 300,000 images seen (5-200 epochs), batch <= n/4, k = 4 % of the smallest class
     (at least 5, at most the class and 200), NCE m = n/8 (at most 4096), kNN every tenth of the run."""
-    from instdisc_lesson.recipe import epochs_within, fitted_config
+    from instdisc_lesson.recipe import MAX_PASSES, fitted_config, time_epochs
 
     def knobs(cfg):
         return cfg.epochs, cfg.batch_size, cfg.knn_k, cfg.nce_m, cfg.eval_every, cfg.tau, cfg.model, cfg.bank_init
@@ -154,5 +156,10 @@ def test_fitted_defaults_worked_by_hand():
     assert knobs(fitted_config(40, 4)) == (200, 10, 4, 5, 20, 0.07, "convnet", "features")  # k at most the class
     assert fitted_config(5_000, 500, objective="pic").tau == 0.2  # PIC's own temperature
     assert fitted_config(5_000, 500, epochs=7, tau=0.2).epochs == 7  # options given win
-    cfg = fitted_config(5_000, 500)
-    assert epochs_within(cfg, 20.0, 720) == 36 and epochs_within(cfg, 1.0, 720) == 60 and epochs_within(cfg, 1e4, 720) == 1
+    # time_epochs: 40 steps of 50 ms = 2 s an epoch; 648 s (0.9 of 12 min) less 11 evaluations of 8 s = 560 s -> 280
+    cost = {"steps_per_epoch": 40, "step_seconds": 0.05, "eval_seconds": 8.0}
+    assert time_epochs(cost)[0] == 280 and "as many as fit in 11 of the 12 minutes" in time_epochs(cost)[1]
+    assert time_epochs(cost, seconds=100.0)[0] == 6  # (100 - 88) // 2
+    assert time_epochs({**cost, "step_seconds": 100.0})[0] == 1  # at least one epoch, however slow
+    assert time_epochs({**cost, "step_seconds": 1e-4})[0] == MAX_PASSES  # a tiny folder: the ceiling binds, and says so
+    assert "MAX_PASSES" in time_epochs({**cost, "step_seconds": 1e-4})[1]

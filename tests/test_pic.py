@@ -87,7 +87,7 @@ def test_pic_trains_through_the_trainer(tiny):
     trainer.fit()
     assert cfg.tau == 0.2 and len(trainer.history) == 2
     assert isinstance(trainer.model.head, torch.nn.Sequential)  # PIC's 2-layer MLP head
-    visited = set(torch.cat([trainer.sampler.window(e) for e in range(2)]).tolist())
+    visited = set(torch.cat([trainer.objective.sampler.window(e) for e in range(2)]).tolist())
     others = sorted(set(range(64)) - visited)
     changed = (trainer.objective.weight.detach() != before).any(dim=1)
     assert not changed[others].any(), "rows never sampled must not move with the correction on"

@@ -54,11 +54,11 @@ def test_the_kept_network_is_the_last_epoch_unless_the_untrained_one_scores_high
     untrained = {k: v.clone() for k, v in trainer.model.state_dict().items()}
     history = trainer.fit()
     from instdisc_lesson.knn import embed, leave_one_out_knn  # the score, computed here directly
-    direct = leave_one_out_knn(embed(trainer.model, train.images), train.labels, 5, 0.1, 4, trainer.loo_queries)
+    direct = leave_one_out_knn(embed(trainer.model, train.images), train.labels, 5, 0.1, 4, trainer.monitor.loo_queries)
     assert history[-1]["train_loo_top1"] == pytest.approx(direct)
     before = trainer.baselines["random_init_train_loo_top1"]
-    assert trainer.untrained["train_loo_top1"] == before
-    assert all(torch.equal(untrained[k], v) for k, v in trainer.untrained["model"].items())
+    assert trainer.monitor.untrained["train_loo_top1"] == before
+    assert all(torch.equal(untrained[k], v) for k, v in trainer.monitor.untrained["model"].items())
     kept = trainer.kept()
     if direct >= before:
         assert kept["epoch"] == 2 and all(torch.equal(trainer.model.state_dict()[k], v) for k, v in kept["model"].items())
@@ -66,8 +66,8 @@ def test_the_kept_network_is_the_last_epoch_unless_the_untrained_one_scores_high
         assert kept["epoch"] == 0 and all(torch.equal(untrained[k], v) for k, v in kept["model"].items())
     resumed = Trainer(tiny_cfg(epochs=2), train, test, progress=False)
     resumed.load(tmp_path / "checkpoint.pt")
-    assert resumed.kept()["epoch"] == kept["epoch"] and resumed.untrained["train_loo_top1"] == before
-    assert all(torch.equal(untrained[k], v) for k, v in resumed.untrained["model"].items())
+    assert resumed.kept()["epoch"] == kept["epoch"] and resumed.monitor.untrained["train_loo_top1"] == before
+    assert all(torch.equal(untrained[k], v) for k, v in resumed.monitor.untrained["model"].items())
 
 
 @pytest.mark.parametrize("last,kept_epoch", [(0.5, 0), (0.9, 2), (0.95, 2)])
@@ -249,7 +249,7 @@ def test_train_size_pretrains_on_a_subset_and_searches_every_image(tiny):
 
     train, test = tiny
     trainer = Trainer(tiny_cfg(objective="softmax", train_size=24, epochs=1), train, test, progress=False)
-    assert len(trainer.train_set) == 24 and trainer.reference is train
+    assert len(trainer.train_set) == 24 and trainer.monitor.reference is train
     assert trainer.objective.bank.shape[0] == 24  # one bank row per pretraining image
     chosen = train.random_subset(24, seed=0)
     assert torch.equal(trainer.train_set.images, chosen.images) and torch.equal(trainer.train_set.labels, chosen.labels)

@@ -1,0 +1,51 @@
+"""What a run will cost on this machine, measured before it starts. Taught in notebook 06.
+
+A few training steps of the run's own network and batch are timed and then undone (the run's state is
+saved before and put back after, so the run goes on exactly as if nothing had been measured); the
+evaluations cost what the untrained network's evaluation took. ``epochs_for`` turns that into the number
+of epochs a time budget allows.
+"""
+from __future__ import annotations
+
+import copy
+import time
+
+import torch
+
+from . import resume
+from .samplers import batches
+from .validate import trusted
+
+
+def expected_seconds(trainer, epochs: int | None = None, steps: int = 3) -> dict:
+    """What the remaining epochs (to ``epochs``, default ``cfg.epochs``) will cost here:
+    ``{"seconds", "step_seconds", "eval_seconds", "steps", "evaluations"}``."""
+    cfg = trainer.cfg
+    target = cfg.epochs if epochs is None else epochs
+    trainer.baseline()
+    saved = copy.deepcopy(resume.state_of(trainer))
+    hooks, trainer.step_hooks = trainer.step_hooks, []  # the timed steps are not part of the run: no hook sees them
+    batch = torch.arange(min(cfg.batch_size, len(trainer.images)), device=trainer.device)
+    times = []
+    for _ in range(steps + 1):  # the first step warms up (allocations, kernels) and is not counted
+        start = time.perf_counter()
+        with trusted():
+            float(trainer.train_step(batch.tensor_split(trainer.world)[trainer.rank]))  # waits for the step to finish
+        times.append(time.perf_counter() - start)
+    resume.restore(trainer, saved)
+    trainer.step_hooks = hooks
+    step_seconds = sorted(times[1:])[len(times[1:]) // 2]
+    per_epoch = len(batches(torch.arange(trainer.epoch_size()), cfg.batch_size, min_size=2 * trainer.world))
+    n_steps = max(target - trainer.epoch, 0) * per_epoch
+    evaluations = 0 if trainer.test_set is None else sum(
+        1 for e in range(trainer.epoch + 1, target + 1) if e % cfg.eval_every == 0 or e == target)
+    eval_seconds = trainer.monitor.eval_seconds or 0.0
+    return {"seconds": n_steps * step_seconds + evaluations * eval_seconds, "step_seconds": step_seconds,
+            "eval_seconds": eval_seconds, "steps": n_steps, "evaluations": evaluations, "steps_per_epoch": per_epoch}
+
+
+def epochs_for(cost: dict, seconds: float, evaluations: int = 10) -> int:
+    """The most whole epochs (at least 1) whose steps and ``evaluations`` kNN evaluations fit in ``seconds``."""
+    per_epoch = cost["steps_per_epoch"] * cost["step_seconds"]
+    left = seconds - evaluations * cost["eval_seconds"]
+    return max(1, int(left // max(per_epoch, 1e-9)))
