@@ -113,6 +113,7 @@ def describe_run(cfg: TrainConfig, train, test) -> str:
 def start(cfg: TrainConfig, train, test, device, out: Path, args, say):
     """The trainer, resumed from ``out`` if asked, its epochs fitted to this machine's time when the defaults chose
     them, and the run announced: precision, recipe, budget. Built once: fitting the epochs only re-times a few steps."""
+    from .cost import expected_seconds as cost_of
     from .trainer import Trainer
 
     ckpt, fitted = out / "checkpoint.pt", fits_time(args, cfg)
@@ -130,7 +131,7 @@ def start(cfg: TrainConfig, train, test, device, out: Path, args, say):
     if fitted and not resuming:
         epochs, why = recipe.time_epochs(cost)
         trainer.set_epochs(epochs, eval_every=None if args.eval_every is not None else max(1, epochs // 10))
-        cost = trainer.expected_seconds()
+        cost = cost_of(trainer, cost["step_seconds"])  # the same measurement, for the new number of epochs
         say(f"epochs: {epochs}, {why}")
     if args.augment or args.flip is not None or cfg.data not in ("quick", "cifar10"):
         say("views: " + "; ".join(choose_views(args, cfg.data, train)[1]))

@@ -2,8 +2,8 @@
 
 A few training steps of the run's own network and batch are timed and then undone (the run's state is
 saved before and put back after, so the run goes on exactly as if nothing had been measured); the
-evaluations cost what the untrained network's evaluation took. ``epochs_for`` turns that into the number
-of epochs a time budget allows.
+evaluations cost what the untrained network's evaluation took. ``recipe.time_epochs`` turns that into the
+number of epochs a time budget allows.
 """
 from __future__ import annotations
 
@@ -17,24 +17,15 @@ from .samplers import batches
 from .validate import trusted
 
 
-def expected_seconds(trainer, epochs: int | None = None, steps: int = 3) -> dict:
+def expected_seconds(trainer, epochs: int | None = None, steps: int = 3, step_seconds: float | None = None) -> dict:
     """What the remaining epochs (to ``epochs``, default ``cfg.epochs``) will cost here:
-    ``{"seconds", "step_seconds", "eval_seconds", "steps", "evaluations"}``."""
+    ``{"seconds", "step_seconds", "eval_seconds", "steps", "evaluations", "steps_per_epoch"}``. With
+    ``step_seconds`` (an earlier measurement) nothing is timed again."""
     cfg = trainer.cfg
     target = cfg.epochs if epochs is None else epochs
     trainer.baseline()
-    saved = copy.deepcopy(resume.state_of(trainer))
-    hooks, trainer.step_hooks = trainer.step_hooks, []  # the timed steps are not part of the run: no hook sees them
-    batch = torch.arange(min(cfg.batch_size, len(trainer.images)), device=trainer.device)
-    times = []
-    for _ in range(steps + 1):  # the first step warms up (allocations, kernels) and is not counted
-        start = time.perf_counter()
-        with trusted():
-            float(trainer.train_step(batch.tensor_split(trainer.world)[trainer.rank]))  # waits for the step to finish
-        times.append(time.perf_counter() - start)
-    resume.restore(trainer, saved)
-    trainer.step_hooks = hooks
-    step_seconds = sorted(times[1:])[len(times[1:]) // 2]
+    if step_seconds is None:
+        step_seconds = _time_steps(trainer, steps)
     per_epoch = len(batches(torch.arange(trainer.epoch_size()), cfg.batch_size, min_size=2 * trainer.world))
     n_steps = max(target - trainer.epoch, 0) * per_epoch
     evaluations = 0 if trainer.test_set is None else sum(
@@ -44,8 +35,18 @@ def expected_seconds(trainer, epochs: int | None = None, steps: int = 3) -> dict
             "eval_seconds": eval_seconds, "steps": n_steps, "evaluations": evaluations, "steps_per_epoch": per_epoch}
 
 
-def epochs_for(cost: dict, seconds: float, evaluations: int = 10) -> int:
-    """The most whole epochs (at least 1) whose steps and ``evaluations`` kNN evaluations fit in ``seconds``."""
-    per_epoch = cost["steps_per_epoch"] * cost["step_seconds"]
-    left = seconds - evaluations * cost["eval_seconds"]
-    return max(1, int(left // max(per_epoch, 1e-9)))
+def _time_steps(trainer, steps: int) -> float:
+    """The median time of ``steps`` training steps (after one warm-up step), with the run's state put back."""
+    saved = copy.deepcopy(resume.state_of(trainer))
+    hooks, trainer.step_hooks = trainer.step_hooks, []  # the timed steps are not part of the run: no hook sees them
+    batch = torch.arange(min(trainer.cfg.batch_size, len(trainer.images)), device=trainer.device)
+    times = []
+    for _ in range(steps + 1):  # the first step warms up (allocations, kernels) and is not counted
+        start = time.perf_counter()
+        with trusted():
+            float(trainer.train_step(batch.tensor_split(trainer.world)[trainer.rank]))  # waits for the step to finish
+        times.append(time.perf_counter() - start)
+    resume.restore(trainer, saved)
+    trainer.step_hooks = hooks
+    return sorted(times[1:])[len(times[1:]) // 2]
+
