@@ -131,7 +131,7 @@ def start(cfg: TrainConfig, train, test, device, out: Path, args, say):
     if fitted and not resuming:
         epochs, why = recipe.time_epochs(cost)
         trainer.set_epochs(epochs, eval_every=None if args.eval_every is not None else max(1, epochs // 10))
-        cost = cost_of(trainer, cost["step_seconds"])  # the same measurement, for the new number of epochs
+        cost = cost_of(trainer, step_seconds=cost["step_seconds"])  # the same measurement, for the new number of epochs
         say(f"epochs: {epochs}, {why}")
     if args.augment or args.flip is not None or cfg.data not in ("quick", "cifar10"):
         say("views: " + "; ".join(choose_views(args, cfg.data, train)[1]))
