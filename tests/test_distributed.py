@@ -151,7 +151,7 @@ def test_torchrun_command_learns_and_rank_0_alone_writes(tmp_path):
            "-m", "instdisc_lesson", "train", "--data", "quick", "--objective", "nce", "--epochs", "3", "--out", str(out)]
     done = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "INSTDISC_QUICK": "1"}, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "history.json", "metrics.json"]  # the lock removed
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "history.json", "metrics.json", "report.png"]  # the lock removed; rank 0 drew the report
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["config"]["world_size"] == 2 and len(metrics["history"]) == 3
     # Learns: 3 epochs on the quick set gave 85.0, 83.0, 83.3 % against 54.5, 47.5, 52.3 % untrained (seeds 0-2).

@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from conftest import make_dataset
-from instdisc_lesson import precision, trainer as trainer_module
+from instdisc_lesson import precision
 from instdisc_lesson.precision import choose, measure
 from instdisc_lesson.recipe import quick_config
 from instdisc_lesson.trainer import Trainer
@@ -40,7 +40,7 @@ def test_measuring_leaves_the_network_as_it_was():
 @pytest.mark.parametrize("timings, expected", [(FAST_BF16, ("bf16", "channels_last")), (SLOW_BF16, ("fp32", "channels_last"))])
 def test_auto_is_resolved_recorded_and_kept_on_resume(tmp_path, monkeypatch, timings, expected):
     train, test = make_dataset(64), make_dataset(32, seed=1)
-    monkeypatch.setattr(trainer_module, "measure", lambda *a, **k: dict(timings))
+    monkeypatch.setattr(precision, "measure", lambda *a, **k: dict(timings))
     cfg = quick_config(epochs=2, batch_size=16, knn_k=5, precision="auto", memory_format="auto")
     first = Trainer(cfg, train, test, out_dir=tmp_path, progress=False)
     assert (first.cfg.precision, first.cfg.memory_format) == expected
@@ -49,7 +49,7 @@ def test_auto_is_resolved_recorded_and_kept_on_resume(tmp_path, monkeypatch, tim
     assert (saved["precision"], saved["memory_format"]) == expected
     # resumed on a machine whose timing says the opposite: the run goes on as it started
     other = SLOW_BF16 if timings is FAST_BF16 else FAST_BF16
-    monkeypatch.setattr(trainer_module, "measure", lambda *a, **k: dict(other))
+    monkeypatch.setattr(precision, "measure", lambda *a, **k: dict(other))
     resumed = Trainer(cfg, train, test, out_dir=tmp_path, progress=False)
     resumed.load(tmp_path / "checkpoint.pt")
     assert (resumed.cfg.precision, resumed.cfg.memory_format) == expected
