@@ -49,22 +49,55 @@ def check_bank_update(fn) -> None:
     g = torch.Generator().manual_seed(0)
     bank, f = F.normalize(torch.randn(20, 4, generator=g), dim=1), F.normalize(torch.randn(3, 4, generator=g), dim=1)
     idx = torch.tensor([2, 9, 17])
-    out = fn(bank.clone(), idx, f, 0.5)
-    mixed = 0.5 * bank[idx].double() + 0.5 * f.double()
-    ref = bank.double().clone()
-    ref[idx] = mixed / mixed.norm(dim=1, keepdim=True)
-    assert torch.allclose(out.double(), ref, atol=1e-6), "rows idx must be m*v + (1-m)*f, renormalised; the others unchanged"
+    for mu in (0.5, 0.9, 0.0):  # 0.5 alone cannot tell mu from 1 - mu
+        out = fn(bank.clone(), idx, f, mu)
+        mixed = mu * bank[idx].double() + (1 - mu) * f.double()
+        ref = bank.double().clone()
+        ref[idx] = mixed / mixed.norm(dim=1, keepdim=True)
+        assert out is not None and out.shape == bank.shape, "return the whole bank, (n, d)"
+        assert torch.allclose(out[idx].double(), ref[idx], atol=1e-6), (
+            f"mu={mu}: rows idx must be normalize(mu * v + (1 - mu) * f): mu weighs the OLD row")
+        assert torch.allclose(out.double(), ref, atol=1e-6), f"mu={mu}: rows outside idx must stay unchanged"
     _ok("memory-bank update")
+
+
+def check_age_distribution(fn) -> None:
+    """Notebook 02. ``fn(S)`` predicts the age of a bank row when the loss reads it, after the first epoch.
+
+    An epoch is S steps of B images in a fresh random order; a row read at step t that was written at
+    step u has age t - u (``MemoryBank.age``). Return P(age = a) for a = 0, 1, ..., 2S (length 2S + 1).
+    """
+    for S in (1, 2, 3, 7, 25):
+        # Reference by enumeration: read at position p of this epoch, written at position q of the last one,
+        # p and q independent and uniform on 0..S-1 (each epoch is a fresh permutation).
+        ref = torch.zeros(2 * S + 1, dtype=torch.float64)
+        for p in range(S):
+            for q in range(S):
+                ref[S + p - q] += 1.0 / S**2
+        got = fn(S)
+        assert got is not None, "return the probabilities as a sequence"
+        got = torch.as_tensor(got, dtype=torch.float64).flatten()
+        assert len(got) == 2 * S + 1, f"S={S}: expected {2 * S + 1} probabilities (ages 0..{2 * S}), got {len(got)}"
+        assert abs(float(got.sum()) - 1) < 1e-6, f"S={S}: the probabilities sum to {float(got.sum()):.4f}, not 1"
+        mean = float((torch.arange(2 * S + 1) * got).sum())
+        assert abs(mean - S) < 1e-6, f"S={S}: your distribution has mean age {mean:.3f}; every image is seen once per epoch"
+        assert torch.allclose(got, ref, atol=1e-6), (
+            f"S={S}: the mean is right but the shape is not. Age = S + p - q with p the read position in this "
+            f"epoch and q the write position in the last; expected {[round(x, 4) for x in ref.tolist()]}")
+    _ok("age distribution")
 
 
 def check_mc_Z(fn) -> None:
     """Notebook 03. ``fn(bank, f, tau, m, gen)`` estimates Z = sum_j exp(v_j.f/tau) from m uniform samples (eq. 7)."""
     g = torch.Generator().manual_seed(0)
     bank, f = F.normalize(torch.randn(2000, 8, generator=g), dim=1), F.normalize(torch.randn(1, 8, generator=g), dim=1)
+    bank = bank[(f @ bank.t())[0].argsort(descending=True)]  # rows sorted by score: the first m are not a sample
     X = torch.exp(f @ bank.t() / 0.1)[0].double()
     Z, cv = X.sum().item(), (X.std(unbiased=False) / X.mean()).item()
-    est = float(fn(bank, f, 0.1, 20000, torch.Generator().manual_seed(1)))
-    assert abs(est / Z - 1) < 5 * cv / math.sqrt(20000), f"estimate {est:.4g} vs exact Z {Z:.4g}: scale the sample mean by n"
+    for m in (20000, 500):
+        est = float(fn(bank, f, 0.1, m, torch.Generator().manual_seed(1)))
+        assert abs(est / Z - 1) < 5 * cv / math.sqrt(m), (
+            f"m={m}: estimate {est:.4g} vs exact Z {Z:.4g}: draw the m rows uniformly at random and scale the mean by n")
     _ok("Monte-Carlo Z")
 
 
@@ -86,13 +119,17 @@ def check_nce_loss(fn) -> None:
 
 def check_table1_gaps(fn, table1: dict) -> None:
     """Notebook 06. ``fn(table1)`` returns ``{m: points by which NCE with m noise samples trails the full softmax}``."""
-    softmax = next(r for r in table1.values() if r["config"]["objective"] == "softmax")["knn_top1"]
-    ref = {r["config"]["nce_m"]: 100 * (softmax - r["knn_top1"]) for r in table1.values() if r["config"]["objective"] == "nce"}
-    got = fn(table1)
-    assert got is not None and sorted(got) == sorted(ref), f"expected one entry per NCE record, m in {sorted(ref)}"
-    for m in ref:
-        assert math.isclose(got[m], ref[m], abs_tol=0.05), \
-            f"m={m}: got {got[m]:.2f}, expected {ref[m]:.2f} (softmax's knn_top1 minus NCE's, in points)"
+    shifted = {name: {**r, "knn_top1": r["knn_top1"] - 0.01 * k} for k, (name, r) in enumerate(reversed(table1.items()))}
+    for records in (table1, shifted):  # the records in the notebook's order, then reversed with other numbers
+        softmax = next(r for r in records.values() if r["config"]["objective"] == "softmax")["knn_top1"]
+        ref = {r["config"]["nce_m"]: 100 * (softmax - r["knn_top1"])
+               for r in records.values() if r["config"]["objective"] == "nce"}
+        got = fn(records)
+        assert got is not None and sorted(got) == sorted(ref), f"expected one entry per NCE record, m in {sorted(ref)}"
+        for m in ref:
+            assert math.isclose(got[m], ref[m], abs_tol=0.05), (
+                f"m={m}: got {got[m]:.2f}, expected {ref[m]:.2f} (softmax's knn_top1 minus NCE's, in points; "
+                "find the records by their config, not by position)")
     _ok("Table 1 gaps")
 
 
@@ -121,6 +158,37 @@ def check_proximal(fn) -> None:
     _ok("proximal term")
 
 
+def check_proximal_grad(fn) -> None:
+    """Notebook 04. ``fn(features, previous, lam)`` returns, by hand, the gradient of :func:`~.proximal.proximal_term`
+    (``lam * ||f_i - v_i||^2`` averaged over the batch, eq. 8) with respect to ``features``: (B, d).
+
+    The reference is autograd on the package's term. Your function runs under ``torch.inference_mode()``,
+    where autograd is off: derive it, do not differentiate it.
+    """
+    from .proximal import proximal_term
+
+    g = torch.Generator().manual_seed(0)
+    for B, lam in ((5, 10.0), (5, 50.0), (1, 30.0), (8, 0.0)):
+        f, v = F.normalize(torch.randn(B, 4, generator=g), dim=1), F.normalize(torch.randn(B, 4, generator=g), dim=1)
+        leaf = f.clone().requires_grad_(True)
+        (ref,) = torch.autograd.grad(proximal_term(leaf, v, lam), leaf) if lam else (torch.zeros_like(f),)
+        try:
+            with torch.inference_mode():
+                got = fn(f.clone(), v.clone(), lam)
+        except NotImplementedError:
+            raise
+        except RuntimeError as error:
+            raise AssertionError(f"your function raised {error!r}. It runs with autograd off "
+                                 "(torch.inference_mode): write the derivative as a formula") from error
+        assert got is not None and tuple(got.shape) == (B, 4), f"B={B}: expected a ({B}, 4) gradient, one row per feature"
+        if not torch.allclose(got.double(), ref.double(), atol=1e-5):
+            hint = ("the sign is flipped: the gradient points from v to f, so a descent step pulls f back towards v"
+                    if torch.allclose(got.double(), -ref.double(), atol=1e-5) else
+                    "compare with 2 * lam * (f - v) / B: the 2 from the square, the 1/B from the batch mean")
+            raise AssertionError(f"B={B}, lam={lam}: your gradient differs from autograd's; {hint}")
+    _ok("gradient of the proximal term")
+
+
 def check_milestones(fn) -> None:
     """Notebook 06. ``fn(epochs)`` returns the epochs after which the learning rate drops x0.1 (paper: 120, 160 of 200)."""
     for epochs, ref in ((200, [120, 160]), (50, [30, 40]), (12, [7, 10])):
@@ -142,17 +210,18 @@ def check_visit_gaps(gaps) -> None:
 def check_bank_megabytes(fn) -> None:
     """Notebook 08. ``fn(n, d, bytes_per_value, gpus, sharded)`` returns the bank's megabytes (10^6 bytes) on
     each GPU: all n rows on every GPU (replicated), or n / gpus rows each (sharded, rounded up)."""
-    cases = [  # worked by hand: n x d x bytes, / 1e6
+    cases = [  # worked by hand: rows x d x bytes, / 1e6
         ((50_000, 128, 4, 1, False), 25.6),          # CIFAR-10, float32
         ((1_281_167, 128, 4, 8, False), 655.957504),  # ImageNet, float32, on each of 8 GPUs
         ((1_281_167, 128, 2, 8, False), 327.978752),  # ... in float16
         ((1_281_167, 128, 2, 8, True), 40.997376),    # float16, sharded over 8: 160,146 rows each
+        ((1_001, 1_000, 4, 2, True), 2.004),          # 501 rows on each GPU: the last shard is not dropped
     ]
     for args, ref in cases:
         got = fn(*args)
-        assert got is not None and abs(got - ref) < 1e-3, (
+        assert got is not None and math.isclose(got, ref, rel_tol=1e-9), (
             f"n={args[0]}, d={args[1]}, {args[2]} bytes per value, {args[3]} GPUs, sharded={args[4]}: "
-            f"got {got}, expected {ref:.6g} MB")
+            f"got {got}, expected {ref:.6g} MB (10^6 bytes, not 2^20; shards rounded up)")
     _ok("bank memory per GPU")
 
 
@@ -167,6 +236,10 @@ def check_balanced_subset(fn) -> None:
     assert bool(((idx >= 0) & (idx < len(labels))).all()), f"indices must lie in 0..{len(labels) - 1}, got {idx.tolist()}"
     assert torch.bincount(labels[idx], minlength=3).tolist() == [2, 2, 2], (
         f"two images of each class, got labels {labels[idx].tolist()}")
+    for seed in range(50):  # drawn with replacement, a class of 3 asked for 3 repeats an image in 7 draws of 9
+        idx = torch.as_tensor(fn(labels, 3, torch.Generator().manual_seed(seed))).flatten().long()
+        assert len(set(idx.tolist())) == len(idx) == 9, (
+            f"per_class=3 (seed {seed}): expected 9 distinct indices, got {sorted(idx.tolist())}: draw without replacement")
     # Random within each class: over 400 draws each of class 1's four images is picked about 1/4 of the time.
     g = torch.Generator().manual_seed(1)
     picks = torch.stack([torch.as_tensor(fn(labels, 1, g)).flatten().long() for _ in range(400)])
@@ -175,3 +248,37 @@ def check_balanced_subset(fn) -> None:
         f"class 1's images 3-6 were picked {counts.int().tolist()} times in 400 draws of one per class: "
         "draw at random within each class (torch.randperm with gen), not the first ones")
     _ok("balanced subset")
+
+
+def _stops_paying(records, key, margin):
+    """The reference for :func:`check_stops_paying`."""
+    ordered = sorted(records, key=lambda r: r["fraction"])
+    pays = [100 * (r["finetune_top1"] - r[key]) > margin for r in ordered]
+    if pays[-1]:
+        return None
+    last_paying = max((i for i, p in enumerate(pays) if p), default=-1)
+    return ordered[last_paying + 1]["fraction"]
+
+
+def check_stops_paying(fn, semi) -> None:
+    """Notebook 09. ``fn(records, key, margin)``: the smallest labelled fraction from which fine-tuning the pretrained
+    network no longer beats ``record[key]`` by more than ``margin`` points, at that fraction or any larger one;
+    ``None`` if it still does at the largest fraction.
+
+    ``records`` is a list of few-labels records (``fraction``, ``finetune_top1``, ``scratch_top1``,
+    ``pretrained_knn_top1``, ...), in any order. Checked on the shipped records and on made-up ones.
+    """
+    made_up = [  # pays, stops, pays again, then stops for good: the answer is 0.1, not 0.02
+        {"fraction": f, "finetune_top1": ft, "scratch_top1": sc, "pretrained_knn_top1": kn, "pretrained_probe_top1": pr}
+        for f, ft, sc, kn, pr in ((0.2, 0.50, 0.52, 0.55, 0.495), (0.01, 0.40, 0.30, 0.35, 0.395),
+                                  (0.05, 0.47, 0.40, 0.455, 0.45), (0.02, 0.42, 0.35, 0.43, 0.405),
+                                  (0.1, 0.49, 0.489, 0.50, 0.485))]
+    for records in (list(semi), list(reversed(list(semi))), made_up):
+        for key in ("scratch_top1", "pretrained_knn_top1", "pretrained_probe_top1"):
+            for margin in (0.0, 1.0):
+                ref, got = _stops_paying(records, key, margin), fn(records, key, margin)
+                shipped = "the shipped records" if records is not made_up else "made-up records"
+                assert got == ref, (
+                    f"{shipped}, key={key!r}, margin={margin}: got {got}, expected {ref}. Sort by fraction; 'pays' is "
+                    "finetune_top1 - record[key] > margin / 100; the answer is the fraction after the LAST one that pays")
+    _ok("where fine-tuning stops paying")
