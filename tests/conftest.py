@@ -1,5 +1,7 @@
 """Shared helpers for the tests: tiny datasets the tests make themselves (no network, no shared/)."""
+import os
 import pickle
+import shutil
 
 import numpy as np
 import pytest
@@ -38,3 +40,23 @@ def write_cifar_batches(folder, n_per_batch=6, seed=0):
     with open(folder / "batches.meta", "wb") as fh:
         pickle.dump({"label_names": names, "num_cases_per_batch": n_per_batch}, fh)
     return written
+
+
+def missing_browser(reason: str):
+    if os.environ.get("INSTDISC_REQUIRE_BROWSER") == "1":
+        pytest.fail(f"{reason} (INSTDISC_REQUIRE_BROWSER=1: the browser test must run here)")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def chromium() -> str:
+    """The system Chromium's path, once both it and Playwright are known to be here (else skip, or fail in CI)."""
+    path = os.environ.get("INSTDISC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    if not path:
+        missing_browser("no chromium on PATH: install Debian's package (apt-get install --no-install-recommends chromium) "
+                 "or set INSTDISC_CHROMIUM to a Chromium executable")
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing_browser("the playwright pip package is not installed (pip install playwright; it is in requirements.txt)")
+    return path

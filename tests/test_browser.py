@@ -43,26 +43,6 @@ LAB_SETTINGS = {
 }
 
 
-def _missing(reason: str):
-    if os.environ.get("INSTDISC_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (INSTDISC_REQUIRE_BROWSER=1: the browser test must run here)")
-    pytest.skip(reason)
-
-
-@pytest.fixture
-def chromium() -> str:
-    """The system Chromium's path, once both it and Playwright are known to be here (else skip, or fail in CI)."""
-    path = os.environ.get("INSTDISC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        _missing("no chromium on PATH: install Debian's package (apt-get install --no-install-recommends chromium) "
-                 "or set INSTDISC_CHROMIUM to a Chromium executable")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        _missing("the playwright pip package is not installed (pip install playwright; it is in requirements.txt)")
-    return path
-
-
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -14,8 +14,6 @@ for the network. Skipped, saying why, without Chromium or Playwright (fails inst
 """
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import nbformat
@@ -108,25 +106,6 @@ def test_widgets_and_badge_are_made_static():
 
 
 # --- in a real browser ---------------------------------------------------------------------------------
-
-def _missing(reason: str):
-    if os.environ.get("INSTDISC_REQUIRE_BROWSER") == "1":
-        pytest.fail(f"{reason} (INSTDISC_REQUIRE_BROWSER=1: the browser test must run here)")
-    pytest.skip(reason)
-
-
-@pytest.fixture
-def chromium() -> str:
-    path = os.environ.get("INSTDISC_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    if not path:
-        _missing("no chromium on PATH: install Debian's package (apt-get install --no-install-recommends chromium) "
-                 "or set INSTDISC_CHROMIUM to a Chromium executable")
-    try:
-        import playwright.sync_api  # noqa: F401
-    except ImportError:
-        _missing("the playwright pip package is not installed (pip install playwright; it is in requirements.txt)")
-    return path
-
 
 def test_site_pages_in_chromium_offline(chromium, tmp_path, monkeypatch):
     from playwright.sync_api import sync_playwright
