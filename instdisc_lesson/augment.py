@@ -49,6 +49,7 @@ class AugmentConfig:
     hue: float = 0.4  # fraction of the colour circle, at most 0.5
     p_gray: float = 0.2
     p_flip: float = 0.5
+    rotate: float = 0.0  # largest rotation in degrees, drawn per image from [-rotate, rotate] (the course's, for marks)
 
     def __post_init__(self):
         lo, hi = self.crop_scale
@@ -65,12 +66,14 @@ class AugmentConfig:
         for name in ("p_gray", "p_flip"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name}={getattr(self, name)} is a probability and must lie in [0, 1]")
+        if not 0.0 <= self.rotate <= 180.0:
+            raise ValueError(f"rotate={self.rotate} is the largest rotation in degrees and must lie in [0, 180]")
 
     @classmethod
     def identity(cls) -> "AugmentConfig":
         """Settings under which augmentation changes nothing (a check, and the test transform)."""
         return cls(crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0), brightness=0.0, contrast=0.0,
-                   saturation=0.0, hue=0.0, p_gray=0.0, p_flip=0.0)
+                   saturation=0.0, hue=0.0, p_gray=0.0, p_flip=0.0, rotate=0.0)
 
     def with_(self, **changes) -> "AugmentConfig":
         return replace(self, **changes)
@@ -87,7 +90,8 @@ def grayscale(x: torch.Tensor) -> torch.Tensor:
 
 
 def random_resized_crop_flip(x: torch.Tensor, cfg: AugmentConfig, gen=None) -> torch.Tensor:
-    """Per-image RandomResizedCrop + horizontal flip as one batched affine warp; keeps the size."""
+    """Per-image RandomResizedCrop + horizontal flip (+ a rotation when ``cfg.rotate``) as one batched affine warp;
+    keeps the size. The rotation turns the crop's sampling grid: ``A_b = R(angle_b) diag(±w_b, h_b)``."""
     B, device = x.shape[0], x.device
     area = _uniform(*cfg.crop_scale, B, gen, device)  # (B,) fraction of the image area
     log_ratio = _uniform(math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), B, gen, device)
@@ -100,6 +104,11 @@ def random_resized_crop_flip(x: torch.Tensor, cfg: AugmentConfig, gen=None) -> t
     flip = torch.where(torch.rand(B, generator=gen, device=device) < cfg.p_flip, -1.0, 1.0)
     zero = torch.zeros_like(w)
     theta = torch.stack([torch.stack([w * flip, zero, cx], 1), torch.stack([zero, h, cy], 1)], 1)  # (B, 2, 3)
+    if cfg.rotate > 0:  # drawn only when asked, so the recipes without it keep their random numbers
+        angle = math.radians(cfg.rotate) * (2.0 * torch.rand(B, generator=gen, device=device) - 1.0)
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        turn = torch.stack([torch.stack([cos, -sin], 1), torch.stack([sin, cos], 1)], 1)  # (B, 2, 2)
+        theta = torch.cat([turn @ theta[:, :, :2], theta[:, :, 2:]], 2)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # (B, H, W, 2)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="reflection", align_corners=False)
 

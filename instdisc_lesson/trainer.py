@@ -23,6 +23,7 @@ reads a value back from the device: the losses are read once per epoch (see ``tr
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import asdict, is_dataclass
@@ -102,8 +103,6 @@ class Trainer:
         """Before the first epoch: train ``epochs`` instead (the lr milestones follow), kNN every ``eval_every``."""
         if self.epoch:
             raise ValueError(f"set_epochs after {self.epoch} epochs: the run's schedule is fixed once it has started")
-        import dataclasses
-
         self.cfg = dataclasses.replace(self.cfg, epochs=epochs, eval_every=eval_every or self.cfg.eval_every)
         self.requested = dataclasses.replace(self.requested, epochs=epochs, eval_every=self.cfg.eval_every)
         self.scheduler = self._scheduler()

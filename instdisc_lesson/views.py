@@ -88,7 +88,7 @@ def fitted_views(images: torch.Tensor, flip: bool | None = None, base: AugmentCo
 
 
 _KEYS = {"crop_min": "crop_scale", "brightness": "brightness", "contrast": "contrast", "saturation": "saturation",
-         "hue": "hue", "p_gray": "p_gray", "p_flip": "p_flip"}
+         "hue": "hue", "p_gray": "p_gray", "p_flip": "p_flip", "rotate": "rotate"}
 
 
 def parse_augment(text: str, base: AugmentConfig) -> AugmentConfig:

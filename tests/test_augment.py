@@ -95,7 +95,37 @@ def test_crop_zooms_in():
     assert torch.allclose(span, torch.full_like(span, 0.5 * 31 / 32), atol=0.04)
 
 
+def _orientation(images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) -> (B,) the angle in degrees of each image's main axis (second moments of its brightness)."""
+    w = images[:, 0]
+    ys, xs = torch.meshgrid(torch.arange(32.0), torch.arange(32.0), indexing="ij")
+    m = w.sum((1, 2))
+    cx, cy = (w * xs).sum((1, 2)) / m, (w * ys).sum((1, 2)) / m
+    dx, dy = xs - cx.view(-1, 1, 1), ys - cy.view(-1, 1, 1)
+    mu20, mu02, mu11 = (w * dx * dx).sum((1, 2)), (w * dy * dy).sum((1, 2)), (w * dx * dy).sum((1, 2))
+    return torch.rad2deg(0.5 * torch.atan2(2 * mu11, mu20 - mu02))
+
+
+def test_rotation_turns_a_bar_by_at_most_rotate_degrees():
+    """A horizontal bar keeps its axis at 0 degrees without rotation; with rotate=30 each view's axis turns by a
+    drawn angle within [-30, 30] degrees (degrees, not radians) and the draws cover the range."""
+    bar = torch.zeros(200, 3, 32, 32)
+    bar[:, :, 15:17, 6:26] = 1.0
+    still = augment(bar, AugmentConfig.identity(), torch.Generator().manual_seed(0))
+    assert _orientation(still).abs().max() < 0.5
+    turned = _orientation(augment(bar, AugmentConfig.identity().with_(rotate=30), torch.Generator().manual_seed(0)))
+    assert turned.abs().max() <= 31.0
+    assert turned.min() < -25 and turned.max() > 25 and turned.abs().mean() > 10
+
+
+def test_rotation_changes_the_views():
+    x = batch(8)
+    assert not torch.equal(augment(x, AugmentConfig(), torch.Generator().manual_seed(3)),
+                           augment(x, AugmentConfig(rotate=10.0), torch.Generator().manual_seed(3)))
+
+
 @pytest.mark.parametrize("kwargs,message", [
+    (dict(rotate=-5.0), "rotate"), (dict(rotate=200.0), "rotate"),
     (dict(crop_scale=(0.0, 1.0)), "crop_scale"), (dict(crop_scale=(0.8, 0.5)), "crop_scale"),
     (dict(brightness=-0.1), "brightness"), (dict(hue=0.7), "hue"), (dict(p_gray=1.5), "p_gray"),
 ])
