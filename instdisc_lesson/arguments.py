@@ -15,7 +15,7 @@ from .config import budget, dataset_name
 from .models import MODELS
 from .augment import AugmentConfig
 from .recipe import TrainConfig
-from .views import fitted_views, parse_augment
+from .views import fitted_recipe, parse_augment
 from .registry import OBJECTIVES
 
 # CLI option -> TrainConfig field
@@ -139,7 +139,7 @@ def build_config(args, train=None) -> TrainConfig:
         overrides = {"precision": "auto", "memory_format": "auto", **overrides}
     if train is not None and (getattr(args, "augment", None) or getattr(args, "flip", None) is not None
                               or data not in ("quick", "cifar10")):
-        overrides["augment"] = choose_views(args, data, train)[0]
+        overrides = {**choose_views(args, data, train)[0], **overrides}  # what the user gave wins
     if getattr(args, "preset", None) == "paper":
         return recipe.paper_config(**overrides, data=data)
     if getattr(args, "preset", None) == "course":
@@ -151,19 +151,23 @@ def build_config(args, train=None) -> TrainConfig:
     return recipe.preset(budget(), data, sizes, **overrides)
 
 
-def choose_views(args, data: str, train) -> tuple[AugmentConfig, list[str]]:
-    """The run's augmentation and why: fitted to an image folder's images (``views.fitted_views``) unless
-    ``--augment paper`` or ``--preset``; the paper's recipe for quick and cifar10; ``--augment KEY=VALUE`` and
-    ``--flip/--no-flip`` on top."""
+def choose_views(args, data: str, train) -> tuple[dict, list[str]]:
+    """The run's augmentation, and the settings that go with it, and why: fitted to an image folder's images
+    (``views.fitted_recipe``: the views; tau and batch for grey marks) unless ``--augment paper`` or ``--preset``;
+    the paper's recipe for quick and cifar10; ``--augment KEY=VALUE`` and ``--flip/--no-flip`` on top.
+    Returns ``({"augment": views, ...}, reasons)``; the options the user gave override these in ``build_config``."""
     text, flip = (getattr(args, "augment", None) or "").strip(), getattr(args, "flip", None)
     settings = text not in ("", "paper", "fitted")
     fit = text == "fitted" or (text != "paper" and getattr(args, "preset", None) is None and data not in ("quick", "cifar10"))
     if fit:
-        views, reasons = fitted_views(train.images, flip)
+        own_tau = getattr(args, "objective", None) in (None, "softmax", "nce")  # PIC has its own tau, eq. 1 none
+        chosen, reasons = fitted_recipe(train.images, flip, tau=own_tau)
+        reasons += [f"--{k.replace('_', '-')} {getattr(args, k)} as given" for k in ("tau", "batch_size")
+                    if k in chosen and getattr(args, k, None) is not None]
     else:
         views = AugmentConfig() if flip is None else AugmentConfig(p_flip=0.5 if flip else 0.0)
-        reasons = ["the paper's recipe" + ("" if flip is None else (" with the mirror on" if flip else ", no mirror"))]
+        chosen, reasons = {"augment": views}, ["the paper's recipe" + ("" if flip is None else (" with the mirror on" if flip else ", no mirror"))]
     if settings:
-        views = parse_augment(text, views)
+        chosen["augment"] = parse_augment(text, chosen["augment"])
         reasons.append(f"--augment {text}")
-    return views, reasons
+    return chosen, reasons

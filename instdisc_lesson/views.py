@@ -10,6 +10,8 @@ paper's; calibrated in ``benchmarks/RESULTS.md`` section 11):
 - **grey images** (all three channels equal): no saturation or hue jitter and no random greyscale;
 - **content that fills little of the image** (marks on a plain background, like characters): crops of at least
   ``MILD_CROP`` of the area, so a view keeps the object;
+- **grey marks on a plain background** get their own temperature and batch too, ``MARKS_TAU`` and
+  ``MARKS_BATCH`` (``fitted_recipe``; measured on hand-written digits, RESULTS section 11);
 - **the mirror**: off for grey marks on a plain background (characters and symbols, whose mirror is often
   another symbol), on otherwise; ``flip=`` (the CLI's ``--flip`` / ``--no-flip``) decides when the user knows.
 
@@ -26,6 +28,8 @@ GREY_TOLERANCE = 8  # uint8 levels two channels may differ by and the pixel stil
 FILL_SMALL = 0.6  # content whose bounding box covers less than this share of the image "fills little of it"
 MILD_CROP = 0.6  # the smallest crop area for such images (the paper's: 0.2)
 SAMPLE = 2000  # images looked at
+MARKS_TAU = 0.5  # the softmax's temperature for marks (the paper's 0.07 suits photos)
+MARKS_BATCH = 16  # the batch for marks: 8x the updates of batch 128 for about 1.3x the time per epoch on a CPU
 
 
 def look(images: torch.Tensor, seed: int = 0) -> dict:
@@ -60,13 +64,12 @@ def _extent(mask: torch.Tensor) -> torch.Tensor:
     return (last - first + 1).clamp(min=0)
 
 
-def fitted_views(images: torch.Tensor, flip: bool | None = None, base: AugmentConfig = AugmentConfig()
-                 ) -> tuple[AugmentConfig, list[str]]:
+def fitted_views(images: torch.Tensor, flip: bool | None = None, base: AugmentConfig = AugmentConfig(),
+                 seen: dict | None = None) -> tuple[AugmentConfig, list[str]]:
     """``(views, reasons)``: ``base`` (the paper's recipe) changed only where the images call for it, each change
-    with its reason in words. ``flip`` True/False overrides the choice of the mirror."""
-    seen, changes, reasons = look(images), {}, []
-    grey = seen["grey"] >= 0.95
-    marks = seen["fill"] < FILL_SMALL and seen["plain_border"] >= 0.9
+    with its reason in words. ``flip`` True/False overrides the choice of the mirror; ``seen``: ``look(images)``."""
+    seen, changes, reasons = seen or look(images), {}, []
+    grey, marks = _grey(seen), _marks(seen)
     if grey:
         changes.update(saturation=0.0, hue=0.0, p_gray=0.0)
         reasons.append(f"grey images ({seen['grey']:.0%} of {seen['images']:,} looked at): no colour jitter or greyscale")
@@ -85,6 +88,33 @@ def fitted_views(images: torch.Tensor, flip: bool | None = None, base: AugmentCo
     if not reasons:
         reasons.append("colour images filled by their content: the paper's recipe unchanged")
     return base.with_(**changes), reasons
+
+
+def fitted_recipe(images: torch.Tensor, flip: bool | None = None, base: AugmentConfig = AugmentConfig(),
+                  tau: bool = True) -> tuple[dict, list[str]]:
+    """``(settings, reasons)``: the views (``fitted_views``) and, for grey marks on a plain background, the
+    temperature and batch the course calibrated on hand-written digits (``MARKS_TAU``, ``MARKS_BATCH``;
+    benchmarks/RESULTS.md section 11). ``tau=False`` leaves the temperature to the objective (PIC's own,
+    none for eq. 1). Photos get the views only, so their recipe is the one calibrated on photos."""
+    seen = look(images)
+    views, reasons = fitted_views(images, flip, base, seen)
+    settings = {"augment": views}
+    if _grey(seen) and _marks(seen):
+        settings["batch_size"] = max(2, min(MARKS_BATCH, len(images) // 4))  # a small folder: at most a quarter of it
+        if tau:
+            settings["tau"] = MARKS_TAU
+        reasons.append(f"many near-alike marks: {'tau ' + str(MARKS_TAU) + ' and ' if tau else ''}batch {settings['batch_size']} "
+                       f"(the photos' tau 0.07 pushes an image from its near-twins of the same class as hard as from "
+                       f"any other; smaller batches give more updates in the same time on a CPU)")
+    return settings, reasons
+
+
+def _grey(seen: dict) -> bool:
+    return seen["grey"] >= 0.95
+
+
+def _marks(seen: dict) -> bool:
+    return seen["fill"] < FILL_SMALL and seen["plain_border"] >= 0.9
 
 
 _KEYS = {"crop_min": "crop_scale", "brightness": "brightness", "contrast": "contrast", "saturation": "saturation",

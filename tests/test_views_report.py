@@ -9,7 +9,7 @@ from PIL import Image
 
 from instdisc_lesson.augment import AugmentConfig
 from instdisc_lesson.cli import main
-from instdisc_lesson.views import MILD_CROP, fitted_views, look, parse_augment
+from instdisc_lesson.views import MARKS_BATCH, MARKS_TAU, MILD_CROP, fitted_recipe, fitted_views, look, parse_augment
 
 
 def strokes(n=40, seed=0):
@@ -53,6 +53,33 @@ def test_grey_photos_lose_only_the_colour():
     grey = photos()[:, :1].expand(-1, 3, -1, -1).contiguous()
     views, _ = fitted_views(grey)
     assert views == AugmentConfig(saturation=0.0, hue=0.0, p_gray=0.0)  # filled by content: the paper's crop and mirror
+
+
+def test_grey_marks_get_their_tau_batch_and_turns_photos_only_their_views():
+    settings, reasons = fitted_recipe(strokes(200))
+    assert settings["tau"] == MARKS_TAU and settings["batch_size"] == MARKS_BATCH
+    assert settings["augment"].crop_scale == (MILD_CROP, 1.0) and any("tau" in r for r in reasons)
+    assert fitted_recipe(strokes(40))[0]["batch_size"] == 10  # a small folder: at most a quarter of it
+    assert "tau" not in fitted_recipe(strokes(200), tau=False)[0]  # PIC keeps its own, eq. 1 has none
+    settings, _ = fitted_recipe(photos())
+    assert settings == {"augment": AugmentConfig()}  # photos: the recipe calibrated on photos, untouched
+    grey = photos()[:, :1].expand(-1, 3, -1, -1).contiguous()
+    assert set(fitted_recipe(grey)[0]) == {"augment"}  # grey photos are not marks
+
+
+def test_the_options_given_win_over_the_fitted_ones(marks_folder):
+    from instdisc_lesson.arguments import build_config, build_parser
+    from instdisc_lesson.data import load_image_folder
+
+    train = load_image_folder(marks_folder)[0]
+    parse = lambda *extra: build_parser().parse_args(["train", "--data", str(marks_folder), "--out", "x", *extra])
+    cfg = build_config(parse(), train)
+    assert (cfg.tau, cfg.batch_size, cfg.augment.rotate) == (MARKS_TAU, 10, 0.0)
+    cfg = build_config(parse("--tau", "0.2", "--batch-size", "4", "--augment", "rotate=15"), train)
+    assert (cfg.tau, cfg.batch_size, cfg.augment.rotate, cfg.augment.p_flip) == (0.2, 4, 15.0, 0.0)
+    assert build_config(parse("--objective", "pic"), train).tau == 0.2  # PIC's own temperature
+    paper = build_config(parse("--augment", "paper"), train)
+    assert paper.tau == 0.07 and paper.augment == AugmentConfig()  # the paper's recipe: nothing fitted
 
 
 def test_augment_settings_parse_and_refuse():
