@@ -75,7 +75,8 @@ def load(trainer, path) -> None:
         raise CheckpointError(f"checkpoint {path} was made for {state['n']} training images, this dataset has "
                               f"{len(trainer.train_set)}: use another --out folder")
     mine = trainer.cfg.to_dict()
-    saved = {**TrainConfig().to_dict(), **state["config"]}  # settings added since it was saved: their defaults
+    # Settings added since it was saved take their defaults, also inside nested settings (the views' rotate).
+    saved = TrainConfig.from_dict({**TrainConfig().to_dict(), **state["config"]}).to_dict()
     for key in ("precision", "memory_format"):  # asked for "auto": the run goes on as it was chosen when it started
         if getattr(trainer.requested, key) == "auto":
             mine[key] = saved[key]

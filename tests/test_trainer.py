@@ -46,6 +46,22 @@ def test_resume_equals_uninterrupted_run(tiny, tmp_path):
         assert torch.allclose(p.float(), q.float(), atol=1e-5), name
 
 
+def test_a_checkpoint_from_before_a_setting_existed_resumes(tiny, tmp_path):
+    """A checkpoint saved before a setting was added (here the views' ``rotate``, inside ``augment``, and a
+    top-level field) resumes: the missing settings take their defaults, which the run has too."""
+    train, test = tiny
+    Trainer(tiny_cfg(), train, test, out_dir=tmp_path, progress=False).fit(epochs=1)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["config"]["augment"]["rotate"], state["config"]["knn_sigma"]
+    checkpoint.save_checkpoint(tmp_path / "checkpoint.pt", state)
+    resumed = Trainer(tiny_cfg(), train, test, out_dir=tmp_path, progress=False)
+    resumed.load(tmp_path / "checkpoint.pt")
+    assert resumed.epoch == 1
+    other = Trainer(tiny_cfg(augment={"rotate": 10.0}), train, test, progress=False)
+    with pytest.raises(CheckpointError, match="augment="):  # a real change is still refused
+        other.load(tmp_path / "checkpoint.pt")
+
+
 def test_the_kept_network_is_the_last_epoch_unless_the_untrained_one_scores_higher(tiny, tmp_path):
     """No harm done: the last epoch's network, unless the untrained network scored higher by leave-one-out kNN
     on the training images; the untrained weights and score survive a resume."""
