@@ -43,7 +43,7 @@ def _time_steps(trainer, steps: int) -> float:
     """The median time of at least ``steps`` training steps (after one warm-up step), more while they have
     taken under ``MIN_SECONDS`` (at most ``MAX_STEPS``), with the run's state put back. Measured: three steps
     of batch 16 on 2,500 digits timed 14 ms before one run and 10 ms before another, and both runs then took
-    14-15 ms a step, so the second overran its time by half: the median of more steps is steadier."""
+    14 ms a step, so the second overran its time by 40 %: the median of more steps is steadier."""
     saved = copy.deepcopy(resume.state_of(trainer))
     hooks, trainer.step_hooks = trainer.step_hooks, []  # the timed steps are not part of the run: no hook sees them
     batch = torch.arange(min(trainer.cfg.batch_size, len(trainer.images)), device=trainer.device)

@@ -29,7 +29,7 @@ FILL_SMALL = 0.6  # content whose bounding box covers less than this share of th
 MILD_CROP = 0.6  # the smallest crop area for such images (the paper's: 0.2)
 SAMPLE = 2000  # images looked at
 MARKS_TAU = 0.5  # the softmax's temperature for marks (the paper's 0.07 suits photos)
-MARKS_BATCH = 16  # the batch for marks: 8x the updates of batch 128 for about 1.3x the time per epoch on a CPU
+MARKS_BATCH = 16  # the batch for marks: 8x the updates of batch 128 for about 1.2x the time per epoch on a CPU
 
 
 def look(images: torch.Tensor, seed: int = 0) -> dict:
@@ -94,8 +94,8 @@ def fitted_recipe(images: torch.Tensor, flip: bool | None = None, base: AugmentC
                   tau: bool = True) -> tuple[dict, list[str]]:
     """``(settings, reasons)``: the views (``fitted_views``) and, for grey marks on a plain background, the
     temperature and batch the course calibrated on hand-written digits (``MARKS_TAU``, ``MARKS_BATCH``;
-    benchmarks/RESULTS.md section 11). ``tau=False`` leaves the temperature to the objective (PIC's own,
-    none for eq. 1). Photos get the views only, so their recipe is the one calibrated on photos."""
+    benchmarks/RESULTS.md section 11b, with the default softmax; NCE takes the same tau, not measured on
+    digits). ``tau=False`` leaves the temperature to the objective (PIC's own, none for eq. 1). Photos get the views only, so their recipe is the one calibrated on photos."""
     seen = look(images)
     views, reasons = fitted_views(images, flip, base, seen)
     settings = {"augment": views}
@@ -104,8 +104,8 @@ def fitted_recipe(images: torch.Tensor, flip: bool | None = None, base: AugmentC
         if tau:
             settings["tau"] = MARKS_TAU
         reasons.append(f"many near-alike marks: {'tau ' + str(MARKS_TAU) + ' and ' if tau else ''}batch {settings['batch_size']} "
-                       f"(the photos' tau 0.07 pushes an image from its near-twins of the same class as hard as from "
-                       f"any other; smaller batches give more updates in the same time on a CPU)")
+                       f"(a low tau spends the push on each image's nearest others, and here those share its class; "
+                       f"small batches give more updates in the same time on a CPU)")
     return settings, reasons
 
 
