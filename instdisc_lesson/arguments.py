@@ -16,7 +16,7 @@ from .models import MODELS
 from .augment import AugmentConfig
 from .recipe import TrainConfig
 from .views import fitted_recipe, parse_augment
-from .registry import OBJECTIVES
+from .registry import OBJECTIVES, objective_class
 
 # CLI option -> TrainConfig field
 _OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",
@@ -160,7 +160,9 @@ def choose_views(args, data: str, train) -> tuple[dict, list[str]]:
     settings = text not in ("", "paper", "fitted")
     fit = text == "fitted" or (text != "paper" and getattr(args, "preset", None) is None and data not in ("quick", "cifar10"))
     if fit:
-        own_tau = getattr(args, "objective", None) in (None, "softmax", "nce")  # PIC has its own tau, eq. 1 none
+        objective = getattr(args, "objective", None) or recipe.FITTED_DEFAULTS["objective"]
+        # the marks' tau only where the objective reads tau and has none of its own (PIC has; eq. 1 reads none)
+        own_tau = "tau" not in UNREAD.get(objective, ()) and objective_class(objective).default_tau is None
         chosen, reasons = fitted_recipe(train.images, flip, tau=own_tau)
         reasons += [f"--{k.replace('_', '-')} {getattr(args, k)} as given" for k in ("tau", "batch_size")
                     if k in chosen and getattr(args, k, None) is not None]

@@ -49,7 +49,7 @@ class AugmentConfig:
     hue: float = 0.4  # fraction of the colour circle, at most 0.5
     p_gray: float = 0.2
     p_flip: float = 0.5
-    rotate: float = 0.0  # largest rotation in degrees, drawn per image from [-rotate, rotate] (the course's, for marks)
+    rotate: float = 0.0  # largest rotation in degrees, drawn per image from [-rotate, rotate] (the course's; off by default)
 
     def __post_init__(self):
         lo, hi = self.crop_scale

@@ -78,6 +78,9 @@ def test_the_options_given_win_over_the_fitted_ones(marks_folder):
     cfg = build_config(parse("--tau", "0.2", "--batch-size", "4", "--augment", "rotate=15"), train)
     assert (cfg.tau, cfg.batch_size, cfg.augment.rotate, cfg.augment.p_flip) == (0.2, 4, 15.0, 0.0)
     assert build_config(parse("--objective", "pic"), train).tau == 0.2  # PIC's own temperature
+    eq1 = build_config(parse("--objective", "parametric"), train)  # eq. 1 reads no tau: only the batch is fitted
+    assert eq1.batch_size == 10 and eq1.tau != MARKS_TAU
+    assert build_config(parse("--objective", "nce"), train).tau == MARKS_TAU
     paper = build_config(parse("--augment", "paper"), train)
     assert paper.tau == 0.07 and paper.augment == AugmentConfig()  # the paper's recipe: nothing fitted
 
