@@ -190,3 +190,42 @@ def plot_records(records: dict, highlight: str | None = None, title: str = "", l
     fig.suptitle(f"{title} (records: {where})" if title else f"records: {where}", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def lr_drops(run: dict) -> list[int]:
+    """The epochs after which a run's learning rate fell x0.1: its config's fractions of its length
+    (``TrainConfig.lr_milestones``; the paper's 120 and 160 of 200)."""
+    cfg = run["config"]
+    return sorted({max(1, round(f * cfg["epochs"])) for f in cfg.get("lr_milestones", (0.6, 0.8))})
+
+
+def plot_budget(runs: dict, title: str = ""):
+    """The same objective trained for different numbers of epochs: loss and kNN top-1 against the epoch
+    (log axis, so a 5-epoch run is not squeezed against a 200-epoch one). ``runs`` is ``{label: record}``
+    (``instdisc_lesson.records``, or anything with ``history`` and ``config``); each run's learning-rate
+    drops are marked with a triangle on its kNN curve's axis, and the first run's baselines drawn dashed.
+    """
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for i, (label, run) in enumerate(runs.items()):
+        history, color = run["history"], f"C{i}"
+        a1.plot([h["epoch"] for h in history], [h["loss"] for h in history], color=color, lw=1.6, label=label)
+        evaluated = [h for h in history if "knn_top1" in h]
+        a2.plot([h["epoch"] for h in evaluated], [100 * h["knn_top1"] for h in evaluated], color=color, lw=1.6,
+                marker="o", markersize=3, label=label)
+        drops = lr_drops(run)
+        a2.plot(drops, [0.02] * len(drops), "^", color=color, markersize=7, transform=a2.get_xaxis_transform(),
+                clip_on=False)
+    first = next(iter(runs.values()))
+    for (name, key), style in zip((("untrained network", "random_init_knn_top1"), ("raw pixels", "raw_pixel_knn_top1")),
+                                  _BASELINE_STYLES):
+        a2.axhline(100 * first[key], ls=style, lw=1, color="gray", label=f"{name} {100 * first[key]:.1f}")
+    a2.plot([], [], "^", color="gray", label="lr × 0.1 after this epoch")
+    a1.set_ylabel("training loss"); a1.set_title("loss per epoch")
+    a2.set_ylabel("kNN top-1 on the test images (%)"); a2.set_title("kNN accuracy")
+    for ax in (a1, a2):
+        ax.set_xscale("log"); ax.set_xlabel("epoch (log scale)"); ax.grid(alpha=0.3, which="both")
+    a2.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

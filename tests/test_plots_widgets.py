@@ -42,3 +42,22 @@ def test_grid_runs_cover_the_grid():
     grid = grid_runs(quick_config(objective="nce", epochs=1, batch_size=16, knn_k=5), ds, None, tau=[0.1, 0.2], nce_m=[4])
     assert sorted(grid) == [(0.1, 4), (0.2, 4)]
     assert all(len(r["loss"]) == 3 for r in grid.values())  # 48 images / batch 16 = 3 steps
+
+
+def test_budget_plot_marks_each_runs_lr_drops_at_its_own_epochs():
+    def run(epochs, every):
+        history = [{"epoch": e, "loss": 10.0 / e, **({"knn_top1": 0.4 + e / 1000} if e % every == 0 else {})}
+                   for e in range(1, epochs + 1)]
+        return {"history": history, "config": {"epochs": epochs, "lr_milestones": [0.6, 0.8]},
+                "random_init_knn_top1": 0.40, "raw_pixel_knn_top1": 0.41}
+
+    # the paper's schedule: x0.1 after epochs 120 and 160 of 200; a 10-epoch run after 6 and 8
+    assert plots.lr_drops(run(200, 10)) == [120, 160] and plots.lr_drops(run(10, 2)) == [6, 8]
+    fig = plots.plot_budget({"10 epochs": run(10, 2), "200 epochs": run(200, 10)})
+    loss_ax, knn_ax = fig.axes
+    assert knn_ax.get_xscale() == "log" and "kNN" in knn_ax.get_ylabel()
+    curves = [line for line in knn_ax.get_lines() if line.get_marker() == "o"]
+    assert [len(line.get_xdata()) for line in curves] == [5, 20]            # every evaluated epoch, no other
+    assert abs(curves[1].get_ydata()[-1] - 60.0) < 1e-9                        # kNN at epoch 200, in percent
+    marks = [list(line.get_xdata()) for line in knn_ax.get_lines() if line.get_marker() == "^" and len(line.get_xdata())]
+    assert marks == [[6, 8], [120, 160]]
