@@ -65,12 +65,12 @@ RUNS = [
 # Few labels (issue 19, notebook 09): the shipped checkpoint (the ConvNet trained 60 epochs with the full
 # softmax on all 50,000 images, no labels) against the same network from scratch, on 1-20 % of the labels.
 SEMISUP = [(f"semi-{pct}pct", "semi_supervised", f"{pct} % of the labels",
-            ["semisup", "--data", "cifar10", "--checkpoint", "shipped", "--fraction", f"{pct / 100:g}", "--steps", "600",
+            ["semisup", "--data", "cifar10", "--checkpoint", "shipped:60-epoch", "--fraction", f"{pct / 100:g}", "--steps", "600",
              "--eval-every", "100", "--seed", "0"]) for pct in (1, 2, 5, 10, 20)]
 # The same 20 % with five times the steps: are notebook 09's budget effects (from scratch flat near 40 %,
 # fine-tuning below frozen kNN) the 600 steps' doing?
 SEMI_STEPS = [("semi-20pct-3000steps", "semi_steps", "20 % of the labels, 3,000 steps",
-               ["semisup", "--data", "cifar10", "--checkpoint", "shipped", "--fraction", "0.2", "--steps", "3000",
+               ["semisup", "--data", "cifar10", "--checkpoint", "shipped:60-epoch", "--fraction", "0.2", "--steps", "3000",
                 "--eval-every", "500", "--seed", "0"])]
 RUNS += SEMISUP + SEMI_STEPS
 # Embedding size and unlabelled-set size (issue 19, notebook 09): the full softmax at tau 0.07 for the same

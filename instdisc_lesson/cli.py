@@ -233,14 +233,16 @@ def linear_columns(trainer, train, test, say) -> dict:
 
 
 def pretrained_encoder(checkpoint: str, device):
-    """The network a ``train`` run (or the shipped checkpoint, ``"shipped"``) ended with, and its TrainConfig."""
+    """The network a ``train`` run ended with, or a shipped checkpoint's (``"shipped"``: the default one;
+    ``"shipped:60-epoch"``: one by name, ``pretrained.SHIPPED``), and its TrainConfig."""
     from . import pretrained
     from .config import get_device
     from .models import build_model
     from .registry import objective_class
 
-    if checkpoint == "shipped":
-        model, info = pretrained.load_pretrained(device)
+    if checkpoint == "shipped" or checkpoint.startswith("shipped:"):
+        name = checkpoint.partition(":")[2] or pretrained.DEFAULT
+        model, info = pretrained.load_pretrained(device, name=name)
         return model, TrainConfig.from_dict(info["config"])
     path = Path(checkpoint).expanduser()
     if not path.is_file():

@@ -206,19 +206,23 @@ def plot_budget(runs: dict, title: str = ""):
     drops are marked with a triangle on its kNN curve's axis, and the first run's baselines drawn dashed.
     """
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 3.8))
+    lowest = []
     for i, (label, run) in enumerate(runs.items()):
-        history, color = run["history"], f"C{i}"
-        a1.plot([h["epoch"] for h in history], [h["loss"] for h in history], color=color, lw=1.6, label=label)
+        # runs that share their first epochs draw on top of each other: the later (longer) ones wider and beneath
+        history, style = run["history"], dict(color=f"C{i}", lw=1.2 + 0.8 * i, zorder=10 - i, label=label)
+        a1.plot([h["epoch"] for h in history], [h["loss"] for h in history], **style)
         evaluated = [h for h in history if "knn_top1" in h]
-        a2.plot([h["epoch"] for h in evaluated], [100 * h["knn_top1"] for h in evaluated], color=color, lw=1.6,
-                marker="o", markersize=3, label=label)
+        a2.plot([h["epoch"] for h in evaluated], [100 * h["knn_top1"] for h in evaluated], marker="o", markersize=3, **style)
+        lowest += [100 * h["knn_top1"] for h in evaluated]
         drops = lr_drops(run)
-        a2.plot(drops, [0.02] * len(drops), "^", color=color, markersize=7, transform=a2.get_xaxis_transform(),
+        a2.plot(drops, [0.03] * len(drops), "^", color=f"C{i}", markersize=7, transform=a2.get_xaxis_transform(),
                 clip_on=False)
     first = next(iter(runs.values()))
     for (name, key), style in zip((("untrained network", "random_init_knn_top1"), ("raw pixels", "raw_pixel_knn_top1")),
                                   _BASELINE_STYLES):
         a2.axhline(100 * first[key], ls=style, lw=1, color="gray", label=f"{name} {100 * first[key]:.1f}")
+        lowest.append(100 * first[key])
+    a2.set_ylim(bottom=min(lowest) - 4)  # room under the lowest line for the lr-drop triangles
     a2.plot([], [], "^", color="gray", label="lr × 0.1 after this epoch")
     a1.set_ylabel("training loss"); a1.set_title("loss per epoch")
     a2.set_ylabel("kNN top-1 on the test images (%)"); a2.set_title("kNN accuracy")

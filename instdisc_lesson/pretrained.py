@@ -1,26 +1,30 @@
-"""The checkpoint the course ships: the small ConvNet trained by InstDisc on all of CIFAR-10.
+"""The checkpoints the course ships, by name: the small ConvNet trained by InstDisc on all of CIFAR-10.
 
-Taught in notebooks 05 and 06. It gives good CIFAR-10 embeddings to explore without training.
-It was made by one command, the same a learner runs to train it again (``train_command()``):
+Taught in notebooks 05 and 06. They give good CIFAR-10 embeddings to explore without training. Each was
+made by one command, the same a learner runs to train it again (``train_command(name=...)``); a second
+one, the final network of the paper's 200-epoch run (record ``paper-softmax``), joins when its record ships:
 
-    python -m instdisc_lesson train --data cifar10 --model convnet --objective softmax --epochs 60 \
-        --batch-size 128 --tau 0.07 --knn-k 200 --bank-init features --eval-every 5 \
-        --out runs/pretrained-convnet-cifar10
+- ``"60-epoch"`` (the default, ``DEFAULT``): the course's first checkpoint, 60 epochs with the bank started
+  from features. Notebooks 00, 01, 03, 05 and 09 and the few-labels records (``--checkpoint shipped:60-epoch``)
+  were measured with it:
 
-(batch size, tau and k are spelled out so the command gives the same run in quick and full mode;
-lr 0.03, momentum 0.9, weight decay 5e-4 and the lr steps at 60 % and 80 % are the defaults of both).
+      python -m instdisc_lesson train --data cifar10 --model convnet --objective softmax --epochs 60 \
+          --batch-size 128 --tau 0.07 --knn-k 200 --bank-init features --eval-every 5 \
+          --out runs/pretrained-convnet-cifar10
 
 It uses the full non-parametric softmax of the paper's eq. 2, P(i | v) = exp(v_i·v / tau) / sum_j exp(v_j·v / tau),
-with a 50,000-row memory bank. ``benchmarks/export_pretrained.py`` wrote the files from that run, and
+with a 50,000-row memory bank. ``benchmarks/export_pretrained.py`` writes the files from such a run, and
 ``benchmarks/RESULTS.md`` records the time and the kNN numbers. The training images were a JPEG
 export of CIFAR-10, so pixels differ slightly from the original files.
 
-Two files in ``instdisc_lesson/assets/``:
-- ``convnet_cifar10_instdisc.pt``: ``{"state_dict", "config", "made_by", "metrics"}``, float32,
-  loadable with ``torch.load(..., weights_only=True)``;
+Files in ``instdisc_lesson/assets/``:
+- ``convnet_cifar10_<name>.pt`` (the 60-epoch one: ``convnet_cifar10_instdisc.pt``):
+  ``{"state_dict", "config", "made_by", "metrics"}``, float32, loadable with ``torch.load(..., weights_only=True)``;
 - ``cifar10_test_sample.npz``: 1,000 CIFAR-10 test images (100 per class) with their labels, and
-  the features the model gave the first 16 of them when it was exported. The first 500 (50 per
+  the 60-epoch model's features of the first 16 of them when it was exported. The first 500 (50 per
   class) are the kNN reference set and the last 500 are the queries.
+- ``cifar10_test_sample_<name>.npz`` for the other checkpoints: the same record (features of the first 16,
+  kNN on the sample's split) for that model, without the images.
 
 The loaders check every file's SHA-256 against the values below. A damaged or replaced file
 raises :class:`PretrainedError`, and the message says how to restore it.
@@ -28,6 +32,7 @@ raises :class:`PretrainedError`, and the message says how to restore it.
 from __future__ import annotations
 
 import hashlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -35,15 +40,41 @@ import torch
 from .checkpoint import CheckpointError
 
 ASSETS = Path(__file__).resolve().parent / "assets"
-CHECKPOINT = ASSETS / "convnet_cifar10_instdisc.pt"
-SAMPLE = ASSETS / "cifar10_test_sample.npz"
-SHA256 = {
-    CHECKPOINT.name: "bf3f53e1449dde15e771277448d4c6c759aacb581e61a4a951d66d5c7ba5218e",
-    SAMPLE.name: "060c07046a68323514497affb25c632bde0940775f263194c8580999886595ee",
+
+
+@dataclass(frozen=True)
+class Shipped:
+    """One shipped checkpoint: its file, the command that trained it, and its record on the shipped sample."""
+    name: str
+    file: str            # the weights, in ASSETS
+    sample: str          # the npz with its features of the sample's first 16 images and its kNN on the sample
+    command: str         # the exact command that trained it
+    precision: tuple     # (--precision, --memory-format) it trained in, to rebuild the same config anywhere
+
+
+# Named, so that a second one can join (the paper's 200-epoch run, issue 28) without changing what a name means.
+SHIPPED = {
+    "60-epoch": Shipped("60-epoch", "convnet_cifar10_instdisc.pt", "cifar10_test_sample.npz",
+                        "python -m instdisc_lesson train --data cifar10 --model convnet --objective softmax --epochs 60 "
+                        "--batch-size 128 --tau 0.07 --knn-k 200 --bank-init features --eval-every 5 "
+                        "--out runs/pretrained-convnet-cifar10", ("fp32", "contiguous")),
 }
-COMMAND = ("python -m instdisc_lesson train --data cifar10 --model convnet --objective softmax --epochs 60 "
-           "--batch-size 128 --tau 0.07 --knn-k 200 --bank-init features --eval-every 5 "
-           "--out runs/pretrained-convnet-cifar10")
+DEFAULT = "60-epoch"  # what notebooks 00, 01, 03, 05 and 09 were measured with
+SHA256 = {
+    "convnet_cifar10_instdisc.pt": "bf3f53e1449dde15e771277448d4c6c759aacb581e61a4a951d66d5c7ba5218e",
+    "cifar10_test_sample.npz": "060c07046a68323514497affb25c632bde0940775f263194c8580999886595ee",
+}
+CHECKPOINT = ASSETS / SHIPPED[DEFAULT].file        # the default checkpoint's file
+SAMPLE = ASSETS / "cifar10_test_sample.npz"         # the 1,000 images (and the 60-epoch model's record)
+COMMAND = SHIPPED[DEFAULT].command
+
+
+def shipped(name: str) -> Shipped:
+    """The shipped checkpoint ``name``; the message lists the names there are."""
+    if name not in SHIPPED:
+        raise PretrainedError(f"no shipped checkpoint named {name!r}; the course ships {', '.join(SHIPPED)} "
+                              f"(the default: {DEFAULT})")
+    return SHIPPED[name]
 
 
 class PretrainedError(CheckpointError):
@@ -62,8 +93,9 @@ def verify(path, expected: str | None = None) -> Path:
     """Check ``path`` against its recorded SHA-256. Raises PretrainedError with what to do."""
     path = Path(path)
     expected = expected or SHA256[path.name]
+    made_by = next((c.command for c in SHIPPED.values() if path.name in (c.file, c.sample)), COMMAND)
     restore = (f"Restore it with `git checkout -- instdisc_lesson/assets/{path.name}` (or reinstall the package), "
-               f"or train your own with:\n  {COMMAND}")
+               f"or train your own with:\n  {made_by}")
     if not path.exists():
         raise PretrainedError(f"the shipped file {path} is missing.\n{restore}")
     actual = sha256(path)
@@ -73,16 +105,18 @@ def verify(path, expected: str | None = None) -> Path:
     return path
 
 
-def load_pretrained(device=None):
-    """The shipped ConvNet, checksum-verified, in eval mode, and its record ``info``.
+def load_pretrained(device=None, name: str = DEFAULT):
+    """The shipped ConvNet ``name`` (``SHIPPED``), checksum-verified, in eval mode, and its record ``info``.
 
-    ``info`` holds ``config`` (a TrainConfig dict), ``made_by`` (command, epochs, seconds, data) and
-    ``metrics`` (kNN top-1/top-5 on the 10,000 test images next to random init and raw pixels).
+    ``info`` holds ``config`` (a TrainConfig dict), ``made_by`` (command, epochs, seconds, device, data) and
+    ``metrics`` (kNN top-1/top-5 on the 10,000 test images next to random init and raw pixels, and the
+    per-epoch history).
     """
     from .config import get_device
     from .models import build_model
 
-    state = torch.load(verify(CHECKPOINT), map_location="cpu", weights_only=True)
+    path = CHECKPOINT if name == DEFAULT else ASSETS / shipped(name).file
+    state = torch.load(verify(path), map_location="cpu", weights_only=True)
     cfg = state["config"]
     model = build_model(cfg["model"], cfg["dim"], cfg.get("head") or "linear")
     model.load_state_dict(state["state_dict"])
@@ -90,24 +124,28 @@ def load_pretrained(device=None):
     return model.to(get_device(device)).eval(), info
 
 
-def load_sample():
+def load_sample(name: str = DEFAULT):
     """The 1,000 shipped CIFAR-10 test images: ``(reference, queries, recorded)``.
 
     ``reference`` and ``queries`` are InstanceDatasets of 500 images each (50 per class).
-    ``recorded`` holds ``features_first16`` (the model's features of ``reference.images[:16]``
-    at export) and the kNN numbers measured on this split.
+    ``recorded`` holds ``features_first16`` (checkpoint ``name``'s features of ``reference.images[:16]``
+    at export) and the kNN numbers measured on this split (that model, the same network untrained, raw pixels).
     """
     import numpy as np
 
     from .data import CIFAR10_CLASSES, InstanceDataset
 
     with np.load(verify(SAMPLE)) as z:
-        images, labels = torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]).long()
+        images, labels, index = torch.from_numpy(z["images"]), torch.from_numpy(z["labels"]).long(), z["test_index"]
+    with np.load(verify(ASSETS / shipped(name).sample)) as z:
+        if not np.array_equal(z["test_index"], index):
+            raise PretrainedError(f"{shipped(name).sample} was recorded on other images than {SAMPLE.name}: "
+                                  "restore both with `git checkout -- instdisc_lesson/assets/`")
         recorded = {"features_first16": torch.from_numpy(z["features_first16"]),
                     **{k: float(z[k]) for k in z.files if k.startswith("knn_")}}
     half = len(images) // 2
-    ref, qry = (InstanceDataset(images[part].contiguous(), labels[part], CIFAR10_CLASSES, f"cifar10-sample-{name}")
-                for part, name in ((slice(0, half), "reference"), (slice(half, None), "queries")))
+    ref, qry = (InstanceDataset(images[part].contiguous(), labels[part], CIFAR10_CLASSES, f"cifar10-sample-{part_name}")
+                for part, part_name in ((slice(0, half), "reference"), (slice(half, None), "queries")))
     return ref, qry, recorded
 
 
@@ -119,17 +157,20 @@ def record_table(metrics: dict) -> str:
     return "\n".join(lines)
 
 
-def train_command(out: str = "runs/pretrained-convnet-cifar10") -> list[str]:
-    """The exact command that made the shipped checkpoint, as an argument list (for subprocess)."""
-    args = COMMAND.split()[3:]  # drop "python -m instdisc_lesson"
-    args[args.index("--out") + 1] = str(out)
-    # It trained in float32, contiguous, before the CLI chose the precision by timing: say so, to rebuild it.
-    return args[:-2] + ["--precision", "fp32", "--memory-format", "contiguous"] + args[-2:]
+def train_command(out: str | None = None, name: str = DEFAULT) -> list[str]:
+    """The exact command that made the shipped checkpoint ``name``, as an argument list (for subprocess),
+    writing to ``out`` (default: the folder the command names)."""
+    args = shipped(name).command.split()[3:]  # drop "python -m instdisc_lesson"
+    if out is not None:
+        args[args.index("--out") + 1] = str(out)
+    # The arithmetic it trained in, spelled out: the CLI's `auto` times the machine and may choose another.
+    precision, memory_format = shipped(name).precision
+    return args[:-2] + ["--precision", precision, "--memory-format", memory_format] + args[-2:]
 
 
-def train_config():
-    """The TrainConfig that ``COMMAND`` gives in this mode: what ``runs/pretrained-convnet-cifar10`` holds
+def train_config(name: str = DEFAULT):
+    """The TrainConfig that checkpoint ``name``'s command gives in this mode: what its run folder holds
     when a learner trains it (so notebooks and the command line share that folder's cache)."""
     from .arguments import build_config, build_parser
 
-    return build_config(build_parser().parse_args(train_command()))
+    return build_config(build_parser().parse_args(train_command(name=name)))

@@ -13,17 +13,21 @@ from instdisc_lesson.pretrained import PretrainedError, load_pretrained, load_sa
 from instdisc_lesson.recipe import TrainConfig
 
 
-@pytest.fixture(scope="module")
-def shipped():
-    model, info = load_pretrained("cpu")
-    ref, qry, recorded = load_sample()
+@pytest.fixture(scope="module", params=sorted(pretrained.SHIPPED))
+def shipped(request):
+    model, info = load_pretrained("cpu", name=request.param)
+    ref, qry, recorded = load_sample(request.param)
     return model, info, ref, qry, recorded
+
+
+EPOCHS = {"60-epoch": 60}
 
 
 def test_record_says_how_it_was_made_and_that_it_learned(shipped):
     _, info, *_ = shipped
     made, m = info["made_by"], info["metrics"]
-    assert made["command"] == pretrained.COMMAND and made["epochs"] == info["config"]["epochs"] == 60
+    name = next(n for n, c in pretrained.SHIPPED.items() if c.command == made["command"])
+    assert made["epochs"] == info["config"]["epochs"] == EPOCHS[name]
     assert "JPEG" in made["data"]
     assert m["knn_k"] == 200 and 0 < m["knn_top1"] <= m["knn_top5"] <= 1
     # the claim the course makes about it: training beats the same network untrained and raw pixels
@@ -69,15 +73,25 @@ def test_sample_is_balanced_cifar10(shipped):
 
 def test_the_recorded_command_rebuilds_the_config_in_either_mode(shipped, monkeypatch):
     _, info, *_ = shipped
+    name = next(n for n, c in pretrained.SHIPPED.items() if c.command == info["made_by"]["command"])
     for quick in ("1", "0"):
         monkeypatch.setenv("INSTDISC_QUICK", quick)
-        cfg = build_config(build_parser().parse_args(pretrained.train_command())).to_dict()
-        assert pretrained.train_config().to_dict() == cfg
+        cfg = build_config(build_parser().parse_args(pretrained.train_command(name=name))).to_dict()
+        assert pretrained.train_config(name).to_dict() == cfg
         # nce_m and NCE's Z settings differ between the two modes' defaults; the softmax never reads them
         shipped = TrainConfig.from_dict(info["config"]).to_dict()  # fields added since (world_size...) at their defaults
         unread = ("nce_m", "z_mode", "z_estimator")
         assert {k: v for k, v in cfg.items() if k not in unread} == {k: v for k, v in shipped.items() if k not in unread}
-    assert pretrained.train_command("x/y")[-2:] == ["--out", "x/y"]
+    assert pretrained.train_command("x/y", name=name)[-2:] == ["--out", "x/y"]
+
+
+def test_a_name_loads_its_own_network_and_a_wrong_name_says_which_exist():
+    assert pretrained.CHECKPOINT.name == pretrained.SHIPPED[pretrained.DEFAULT].file
+    _, info = load_pretrained("cpu", name="60-epoch")
+    assert info["made_by"]["command"] == pretrained.SHIPPED["60-epoch"].command == pretrained.COMMAND
+    assert info["config"]["bank_init"] == "features" and info["config"]["epochs"] == 60
+    with pytest.raises(PretrainedError, match="ships 60-epoch"):
+        load_pretrained("cpu", name="200-epoch")
 
 
 def test_damaged_checkpoint_is_refused_with_what_to_do(tmp_path, monkeypatch):
@@ -105,3 +119,14 @@ def test_sha256_of_a_known_file(tmp_path):
     path.write_bytes(b"abc")  # FIPS 180-2 example
     assert pretrained.sha256(path) == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     assert verify(path, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == path
+
+
+def test_the_command_line_names_a_shipped_checkpoint_after_a_colon():
+    from instdisc_lesson.cli import pretrained_encoder
+
+    _, default = pretrained_encoder("shipped", "cpu")
+    _, sixty = pretrained_encoder("shipped:60-epoch", "cpu")
+    assert default == TrainConfig.from_dict(load_pretrained("cpu")[1]["config"]) == sixty
+    assert (sixty.epochs, sixty.bank_init) == (60, "features")
+    with pytest.raises(PretrainedError, match="ships 60-epoch"):
+        pretrained_encoder("shipped:best", "cpu")

@@ -5,10 +5,12 @@ import pytest
 
 from instdisc_lesson import records
 from instdisc_lesson.cli import UNREAD, build_config, build_parser
+from instdisc_lesson.pretrained import load_pretrained
 from instdisc_lesson.recipe import TrainConfig
 
 NCE_ONLY = ("nce_m", "z_mode", "z_estimator")  # settings only NCE reads: their defaults differ between presets
-EXPERIMENTS = {"table1", "tau", "lambda", "z_mode", "pic", "semi_supervised", "semi_steps", "dim", "train_size"}
+EXPERIMENTS = {"table1", "tau", "lambda", "z_mode", "pic", "semi_supervised", "semi_steps", "dim", "train_size",
+               "paper200"}
 SHIPPED = records.names()
 FEW_LABELS = [n for n in SHIPPED  # made by `semisup` on the shipped checkpoint
               if records.load(n)["command"].startswith("python -m instdisc_lesson semisup ")]
@@ -95,7 +97,11 @@ def test_record_command_rebuilds_its_config(name, quick, monkeypatch, tmp_path):
 def test_few_labels_command_rebuilds_its_config(name, tmp_path):
     rec = records.load(name)
     args = build_parser().parse_args(records.train_args(rec, tmp_path))
-    assert args.command == "semisup" and args.checkpoint == rec["config"]["checkpoint"] == "shipped"
+    assert args.command == "semisup" and args.checkpoint == rec["config"]["checkpoint"] == "shipped:60-epoch"
+    # the name in the command is the checkpoint the record was made with: the same training config
+    _, info = load_pretrained("cpu", name=args.checkpoint.partition(":")[2])
+    made_with = TrainConfig.from_dict(rec["config"]["pretrained"]).to_dict()
+    assert TrainConfig.from_dict(info["config"]).to_dict() == made_with
     assert (args.fraction, args.steps, args.seed, args.eval_every) == tuple(
         rec["config"][k] for k in ("fraction", "steps", "seed", "eval_every"))
 
