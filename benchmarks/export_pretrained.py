@@ -28,7 +28,8 @@ from instdisc_lesson.checkpoint import atomic_write, load_checkpoint
 from instdisc_lesson.data import InstanceDataset, load_cifar10
 from instdisc_lesson.knn import embed, knn_accuracy, pixel_mean, raw_pixel_features
 from instdisc_lesson.models import build_model
-from instdisc_lesson.pretrained import ASSETS, SHIPPED, sha256
+from instdisc_lesson import records
+from instdisc_lesson.pretrained import ASSETS, SAMPLE, SHIPPED, sha256
 from instdisc_lesson.recipe import TrainConfig
 from instdisc_lesson.trainer import Trainer
 
@@ -36,7 +37,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from make_records import describe_device, timing  # noqa: E402  (the records' own description of the machine)
 
 SAMPLE_K, SIGMA = 20, 0.1
-SAMPLE = "cifar10_test_sample.npz"  # the one sample file that holds the images
 
 
 def sample_indices(labels: torch.Tensor, per_class: int = 100, seed: int = 0) -> torch.Tensor:
@@ -78,7 +78,8 @@ def main() -> None:
         "config": cfg.to_dict(),
         "made_by": {
             "command": spec.command, "epochs": state["epoch"], "train_seconds": round(train_seconds),
-            **timing("paper200" if args.name == "paper200" else "", metrics["history"]),
+            # a run that is also a record (runs/records/NAME) carries the record's note on its time
+            **timing(metrics["history"], records.load(args.run.name).get("note") if args.run.name in records.names() else None),
             "precision": f"{cfg.precision}, {cfg.memory_format}",
             "device": f"{describe_device()}, torch {torch.__version__}", "date": time.strftime("%Y-%m-%d"),
             "data": "CIFAR-10 from a JPEG export (pixels differ slightly from the original files), "
@@ -111,7 +112,7 @@ def main() -> None:
     first16 = embed(model, ref.images[:16]).float().numpy()
 
     def write_sample(tmp):
-        pictures = {"images": images.numpy(), "labels": labels.numpy().astype(np.int64)} if spec.sample == SAMPLE else {}
+        pictures = {"images": images.numpy(), "labels": labels.numpy().astype(np.int64)} if spec.sample == SAMPLE.name else {}
         with open(tmp, "wb") as fh:
             np.savez_compressed(fh, **pictures, test_index=idx.numpy(), features_first16=first16, knn_k=SAMPLE_K,
                                 knn_sigma=SIGMA, **{k: np.float64(v) for k, v in record.items()})

@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
@@ -148,16 +149,15 @@ def to_record(name: str, experiment: str, label: str, options: list[str], metric
         "precision": metrics["config"].get("precision", "fp32"), "memory_format": metrics["config"].get("memory_format", "contiguous"),
         **{k: metrics[k] for k in ("linear_top1", "random_init_linear_top1", "raw_pixel_linear_top1", "deviations",
                                    "kept_epoch", "kept_knn_top1") if k in metrics},
-        **timing(experiment, metrics["history"]),
+        **timing(metrics["history"], NOTES.get(experiment)),
         "made": time.strftime("%Y-%m-%d"), "history": history, "config": metrics["config"],
     }
 
 
-def timing(experiment: str, history: list[dict]) -> dict:
-    """The median epoch's training seconds, and the experiment's note on how its time was spent."""
-    seconds = sorted(h["train_seconds"] for h in history)
-    median = (seconds[(len(seconds) - 1) // 2] + seconds[len(seconds) // 2]) / 2
-    return {"median_epoch_seconds": round(median, 1), **({"note": NOTES[experiment]} if experiment in NOTES else {})}
+def timing(history: list[dict], note: str | None = None) -> dict:
+    """The median epoch's training seconds, and a note on how the run's time was spent (if it has one)."""
+    median = statistics.median(h["train_seconds"] for h in history)
+    return {"median_epoch_seconds": round(median, 1), **({"note": note} if note else {})}
 
 
 def semisup_record(name: str, experiment: str, label: str, options: list[str], metrics: dict, data: str) -> dict:

@@ -44,8 +44,8 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 
 @dataclass(frozen=True)
 class Shipped:
-    """One shipped checkpoint: its file, the command that trained it, and its record on the shipped sample."""
-    name: str
+    """One shipped checkpoint (its name is its key in ``SHIPPED``): its file, the command that trained it,
+    and its record on the shipped sample."""
     file: str            # the weights, in ASSETS
     sample: str          # the npz with its features of the sample's first 16 images and its kNN on the sample
     command: str         # the exact command that trained it
@@ -54,7 +54,7 @@ class Shipped:
 
 # Named, so that a second one can join (the paper's 200-epoch run, issue 28) without changing what a name means.
 SHIPPED = {
-    "60-epoch": Shipped("60-epoch", "convnet_cifar10_instdisc.pt", "cifar10_test_sample.npz",
+    "60-epoch": Shipped("convnet_cifar10_instdisc.pt", "cifar10_test_sample.npz",
                         "python -m instdisc_lesson train --data cifar10 --model convnet --objective softmax --epochs 60 "
                         "--batch-size 128 --tau 0.07 --knn-k 200 --bank-init features --eval-every 5 "
                         "--out runs/pretrained-convnet-cifar10", ("fp32", "contiguous")),
