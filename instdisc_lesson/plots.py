@@ -137,22 +137,34 @@ def retrieval_grid(queries: torch.Tensor, query_labels, neighbours: torch.Tensor
     return fig
 
 
-def bar_table(rows: dict, ylabel="kNN top-1 (%)", title="", reference: dict | None = None):
-    """Bars of measured values ``{name: value in [0, 1]}``, with optional reference values beside them."""
+def bar_table(rows: dict, ylabel="kNN top-1 (%)", title="", reference: dict | None = None,
+              label: str = "measured here", more: tuple | None = None):
+    """Bars of measured values ``{name: value in [0, 1]}``, with optional reference values (in %) beside them.
+
+    ``more = (label, {name: value in [0, 1]})`` draws a second measured series between the two (a name it
+    lacks gets no bar), e.g. the same rows at another training length.
+    """
     names = list(rows)
     x = np.arange(len(names))
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names)), 4.0))
-    width = 0.4 if reference else 0.6
-    bars = ax.bar(x - (width / 2 if reference else 0), [100 * rows[n] for n in names], width, label="measured here")
-    ax.bar_label(bars, fmt="%.1f", fontsize=7)
+    series = [(label, {n: 100 * rows[n] for n in names}, None)]
+    if more is not None:
+        series.append((more[0], {n: 100 * v for n, v in more[1].items()}, "C3"))
     if reference:
-        vals = [reference.get(n, np.nan) for n in names]
-        ref = ax.bar(x + width / 2, vals, width, label="paper (CIFAR-10, ResNet-18, 200 epochs)", color="lightgray")
-        ax.bar_label(ref, fmt="%.1f", fontsize=7)
+        series.append(("paper (CIFAR-10, ResNet-18, 200 epochs)", reference, "lightgray"))
+    width = 0.8 / len(series) if len(series) > 1 else 0.6
+    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(names) * (1 + 0.25 * (len(series) > 2))), 4.0))
+    top = 0.0
+    for i, (name, values, color) in enumerate(series):
+        vals = [values.get(n, np.nan) for n in names]
+        bars = ax.bar(x + (i - (len(series) - 1) / 2) * width, vals, width, label=name, color=color)
+        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.1f}" for v in vals], fontsize=7)
+        top = max([top] + [v for v in vals if not np.isnan(v)])
+    if top > 0:
+        ax.set_ylim(0, 1.1 * top)   # room for the labels above the tallest bar
     ax.set_xticks(x, names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
-    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.08), ncol=2, frameon=False)
+    ax.legend(fontsize=8, loc="lower left", bbox_to_anchor=(0.0, 1.08), ncol=len(series), frameon=False)
     fig.tight_layout()
     return fig
 

@@ -1,8 +1,14 @@
-"""The checkpoints the course ships, by name: the small ConvNet trained by InstDisc on all of CIFAR-10.
+"""The checkpoints the course ships: the small ConvNet trained by InstDisc on all of CIFAR-10.
 
-Taught in notebooks 05 and 06. They give good CIFAR-10 embeddings to explore without training. Each was
-made by one command, the same a learner runs to train it again (``train_command(name=...)``); a second
-one, the final network of the paper's 200-epoch run (record ``paper-softmax``), joins when its record ships:
+Taught in notebooks 05 and 06. They give good CIFAR-10 embeddings to explore without training.
+Each was made by one command, the same a learner runs to train it again (``train_command(name=...)``):
+
+- ``"paper200"``: the paper's run as written (``--preset paper``: 200 epochs, lr
+  0.03 x0.1 at epochs 120 and 160, tau 0.07, a random initial bank) with the small ConvNet, the record
+  ``paper-softmax`` (notebook 06's Table 1):
+
+      python -m instdisc_lesson train --preset paper --data cifar10 --model convnet --eval-every 10 --seed 0 \
+          --objective softmax --out runs/records/paper-softmax
 
 - ``"60-epoch"`` (the default, ``DEFAULT``): the course's first checkpoint, 60 epochs with the bank started
   from features. Notebooks 00, 01, 03, 05 and 09 and the few-labels records (``--checkpoint shipped:60-epoch``)
@@ -12,8 +18,8 @@ one, the final network of the paper's 200-epoch run (record ``paper-softmax``), 
           --batch-size 128 --tau 0.07 --knn-k 200 --bank-init features --eval-every 5 \
           --out runs/pretrained-convnet-cifar10
 
-It uses the full non-parametric softmax of the paper's eq. 2, P(i | v) = exp(v_i·v / tau) / sum_j exp(v_j·v / tau),
-with a 50,000-row memory bank. ``benchmarks/export_pretrained.py`` writes the files from such a run, and
+Both use the full non-parametric softmax of the paper's eq. 2, P(i | v) = exp(v_i·v / tau) / sum_j exp(v_j·v / tau),
+with a 50,000-row memory bank. ``benchmarks/export_pretrained.py`` wrote the files from those runs, and
 ``benchmarks/RESULTS.md`` records the time and the kNN numbers. The training images were a JPEG
 export of CIFAR-10, so pixels differ slightly from the original files.
 
@@ -52,8 +58,10 @@ class Shipped:
     precision: tuple     # (--precision, --memory-format) it trained in, to rebuild the same config anywhere
 
 
-# Named, so that a second one can join (the paper's 200-epoch run, issue 28) without changing what a name means.
 SHIPPED = {
+    "paper200": Shipped("convnet_cifar10_paper200.pt", "cifar10_test_sample_paper200.npz",
+                        "python -m instdisc_lesson train --preset paper --data cifar10 --model convnet --eval-every 10 "
+                        "--seed 0 --objective softmax --out runs/records/paper-softmax", ("bf16", "channels_last")),
     "60-epoch": Shipped("convnet_cifar10_instdisc.pt", "cifar10_test_sample.npz",
                         "python -m instdisc_lesson train --data cifar10 --model convnet --objective softmax --epochs 60 "
                         "--batch-size 128 --tau 0.07 --knn-k 200 --bank-init features --eval-every 5 "
@@ -61,6 +69,8 @@ SHIPPED = {
 }
 DEFAULT = "60-epoch"  # what notebooks 00, 01, 03, 05 and 09 were measured with
 SHA256 = {
+    "convnet_cifar10_paper200.pt": "PAPER200_CHECKPOINT_SHA",
+    "cifar10_test_sample_paper200.npz": "PAPER200_SAMPLE_SHA",
     "convnet_cifar10_instdisc.pt": "bf3f53e1449dde15e771277448d4c6c759aacb581e61a4a951d66d5c7ba5218e",
     "cifar10_test_sample.npz": "060c07046a68323514497affb25c632bde0940775f263194c8580999886595ee",
 }

@@ -61,3 +61,18 @@ def test_budget_plot_marks_each_runs_lr_drops_at_its_own_epochs():
     assert abs(curves[1].get_ydata()[-1] - 60.0) < 1e-9                        # kNN at epoch 200, in percent
     marks = [list(line.get_xdata()) for line in knn_ax.get_lines() if line.get_marker() == "^" and len(line.get_xdata())]
     assert marks == [[6, 8], [120, 160]]
+
+
+def test_bar_table_puts_each_series_value_on_its_own_bar():
+    """Table 1's figure: two measured series and the paper's, a missing value drawn as no bar and no label."""
+    fig = plots.bar_table({"a": 0.5, "b": 0.7}, reference={"a": 80.0, "b": 60.0}, label="10 epochs",
+                          more=("200 epochs", {"a": 0.66}))
+    ax = fig.axes[0]
+    heights = {c.get_label(): [round(p.get_height(), 6) for p in c.patches] for c in ax.containers}
+    assert heights["10 epochs"] == [50.0, 70.0] and heights["paper (CIFAR-10, ResNet-18, 200 epochs)"] == [80.0, 60.0]
+    assert heights["200 epochs"][0] == 66.0 and heights["200 epochs"][1] != heights["200 epochs"][1]   # b: NaN, no bar
+    labels = [t.get_text() for t in ax.texts]
+    assert labels.count("") == 1 and "66.0" in labels and "nan" not in labels
+    # bars of one row sit side by side, in the order given: 10 epochs, 200 epochs, paper
+    xs = [ax.containers[i].patches[0].get_x() for i in range(3)]
+    assert xs == sorted(xs) and len(set(xs)) == 3

@@ -20,7 +20,7 @@ def shipped(request):
     return model, info, ref, qry, recorded
 
 
-EPOCHS = {"60-epoch": 60}
+EPOCHS = {"paper200": 200, "60-epoch": 60}
 
 
 def test_record_says_how_it_was_made_and_that_it_learned(shipped):
@@ -85,13 +85,19 @@ def test_the_recorded_command_rebuilds_the_config_in_either_mode(shipped, monkey
     assert pretrained.train_command("x/y", name=name)[-2:] == ["--out", "x/y"]
 
 
-def test_a_name_loads_its_own_network_and_a_wrong_name_says_which_exist():
+def test_each_name_loads_its_own_network_and_a_wrong_name_says_which_exist():
     assert pretrained.CHECKPOINT.name == pretrained.SHIPPED[pretrained.DEFAULT].file
+    assert pretrained.train_command(name="paper200")[-1] == "runs/records/paper-softmax"   # the record's own folder
+    _, info = load_pretrained("cpu", name="paper200")
+    assert info["made_by"]["command"] == pretrained.SHIPPED["paper200"].command
+    assert info["config"]["bank_init"] == "random" and info["config"]["epochs"] == 200
     _, info = load_pretrained("cpu", name="60-epoch")
-    assert info["made_by"]["command"] == pretrained.SHIPPED["60-epoch"].command == pretrained.COMMAND
     assert info["config"]["bank_init"] == "features" and info["config"]["epochs"] == 60
-    with pytest.raises(PretrainedError, match="ships 60-epoch"):
+    with pytest.raises(PretrainedError, match="paper200, 60-epoch"):
         load_pretrained("cpu", name="200-epoch")
+    # the 60-epoch model's own sample record, not the default's: their first features differ
+    first = {name: load_sample(name)[2]["features_first16"] for name in pretrained.SHIPPED}
+    assert not torch.allclose(first["paper200"], first["60-epoch"], atol=1e-2)
 
 
 def test_damaged_checkpoint_is_refused_with_what_to_do(tmp_path, monkeypatch):
@@ -126,7 +132,8 @@ def test_the_command_line_names_a_shipped_checkpoint_after_a_colon():
 
     _, default = pretrained_encoder("shipped", "cpu")
     _, sixty = pretrained_encoder("shipped:60-epoch", "cpu")
-    assert default == TrainConfig.from_dict(load_pretrained("cpu")[1]["config"]) == sixty
-    assert (sixty.epochs, sixty.bank_init) == (60, "features")
-    with pytest.raises(PretrainedError, match="ships 60-epoch"):
+    _, paper = pretrained_encoder("shipped:paper200", "cpu")
+    assert default == TrainConfig.from_dict(load_pretrained("cpu")[1]["config"])
+    assert (sixty.epochs, sixty.bank_init) == (60, "features") and (paper.epochs, paper.bank_init) == (200, "random")
+    with pytest.raises(PretrainedError, match="ships paper200, 60-epoch"):
         pretrained_encoder("shipped:best", "cpu")
