@@ -87,8 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "or quick in the quick budget)")
     f.add_argument("--data-root", default=None, help="where CIFAR-10 lives (default: $INSTDISC_DATA or data/)")
     f.add_argument("--checkpoint", default="shipped", help="the pretrained network: 'shipped' (the course's default "
-                   "CIFAR-10 ConvNet, 60 epochs), 'shipped:paper200' (the paper's recipe, 200 epochs), or the checkpoint.pt "
-                   "of a train run (the network that run kept)")
+                   "CIFAR-10 ConvNet, paper200: the paper's recipe, 200 epochs), 'shipped:60-epoch' (the first one, which "
+                   "the few-labels records used), or the checkpoint.pt of a train run (the network that run kept)")
     f.add_argument("--fraction", type=float, required=True, help="share of the training labels used, e.g. 0.01")
     f.add_argument("--steps", type=int, default=600, help="SGD steps of fine-tuning and of training from scratch (default 600)")
     f.add_argument("--eval-every", type=int, default=100, help="test accuracy every N steps (default 100)")
@@ -97,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--out", required=True, help="folder for metrics.json")
     e = sub.add_parser("embed", help="write the features of a folder of images (with their file names) to a .npz")
     e.add_argument("--checkpoint", default="shipped", help="a train run's checkpoint.pt (the network it kept), "
-                   "'shipped' (60 epochs) or 'shipped:paper200'")
+                   "'shipped' (the default, paper200: 200 epochs) or 'shipped:60-epoch'")
     e.add_argument("--data", required=True, help="a folder of images (read at any depth; unreadable files are left out "
                    "with a warning)")
     e.add_argument("--device", default=None, help="cuda, mps or cpu (default: the best available)")

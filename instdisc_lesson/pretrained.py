@@ -3,16 +3,17 @@
 Taught in notebooks 05 and 06. They give good CIFAR-10 embeddings to explore without training.
 Each was made by one command, the same a learner runs to train it again (``train_command(name=...)``):
 
-- ``"paper200"``: the paper's run as written (``--preset paper``: 200 epochs, lr
-  0.03 x0.1 at epochs 120 and 160, tau 0.07, a random initial bank) with the small ConvNet, the record
-  ``paper-softmax`` (notebook 06's Table 1):
+- ``"paper200"`` (the default, ``DEFAULT``): the paper's recipe and schedule (``--preset paper``: 200
+  epochs, lr 0.03 x0.1 at epochs 120 and 160, tau 0.07, a random initial bank; bank momentum 0.5 from its
+  code) with the small ConvNet, the record
+  ``paper-softmax`` (notebook 06's Table 1). Notebooks 00, 01, 03 and 05 use it:
 
       python -m instdisc_lesson train --preset paper --data cifar10 --model convnet --eval-every 10 --seed 0 \
           --objective softmax --out runs/records/paper-softmax
 
-- ``"60-epoch"`` (the default, ``DEFAULT``): the course's first checkpoint, 60 epochs with the bank started
-  from features. Notebooks 00, 01, 03, 05 and 09 and the few-labels records (``--checkpoint shipped:60-epoch``)
-  were measured with it:
+- ``"60-epoch"``: the course's first checkpoint, 60 epochs with the bank started from features (a course
+  choice, not the paper's). The few-labels records and notebook 09 (``--checkpoint shipped:60-epoch``) and
+  notebook 02's bank-start comparison were measured with it:
 
       python -m instdisc_lesson train --data cifar10 --model convnet --objective softmax --epochs 60 \
           --batch-size 128 --tau 0.07 --knn-k 200 --bank-init features --eval-every 5 \
@@ -67,10 +68,10 @@ SHIPPED = {
                         "--batch-size 128 --tau 0.07 --knn-k 200 --bank-init features --eval-every 5 "
                         "--out runs/pretrained-convnet-cifar10", ("fp32", "contiguous")),
 }
-DEFAULT = "60-epoch"  # what notebooks 00, 01, 03, 05 and 09 were measured with
+DEFAULT = "paper200"  # what notebooks 00, 01, 03 and 05 load (notebook 09 and the few-labels records: "60-epoch")
 SHA256 = {
-    "convnet_cifar10_paper200.pt": "PAPER200_CHECKPOINT_SHA",
-    "cifar10_test_sample_paper200.npz": "PAPER200_SAMPLE_SHA",
+    "convnet_cifar10_paper200.pt": "fe86ea80964d1f25d71769fc18484b4b0364e00899f56c74dcbb0f5b80d3a3cc",
+    "cifar10_test_sample_paper200.npz": "7a998785c85b14f5e0cd32f1e4bd56f50a874658b0ce6a519bf84a64a9c71ab0",
     "convnet_cifar10_instdisc.pt": "bf3f53e1449dde15e771277448d4c6c759aacb581e61a4a951d66d5c7ba5218e",
     "cifar10_test_sample.npz": "060c07046a68323514497affb25c632bde0940775f263194c8580999886595ee",
 }
@@ -165,6 +166,15 @@ def record_table(metrics: dict) -> str:
     for name, key in (("shipped ConvNet", "knn"), ("random init", "random_init_knn"), ("raw pixels", "raw_pixel_knn")):
         lines.append(f"  {name:>15}: {metrics[key + '_top1']:.1%} / {metrics[key + '_top5']:.1%}")
     return "\n".join(lines)
+
+
+def run_dir(name: str = DEFAULT) -> Path:
+    """Where checkpoint ``name``'s command writes its run (``--out runs/...``), under the notebooks' ``runs_root()``:
+    a learner's own run of it, from the command line or a notebook, lands in one folder."""
+    from .config import runs_root
+
+    args = shipped(name).command.split()
+    return runs_root() / Path(args[args.index("--out") + 1]).relative_to("runs")
 
 
 def train_command(out: str | None = None, name: str = DEFAULT) -> list[str]:

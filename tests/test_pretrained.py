@@ -88,6 +88,9 @@ def test_the_recorded_command_rebuilds_the_config_in_either_mode(shipped, monkey
 def test_each_name_loads_its_own_network_and_a_wrong_name_says_which_exist():
     assert pretrained.CHECKPOINT.name == pretrained.SHIPPED[pretrained.DEFAULT].file
     assert pretrained.train_command(name="paper200")[-1] == "runs/records/paper-softmax"   # the record's own folder
+    # a learner's own run of a checkpoint lands where its command writes, under the notebooks' runs folder
+    assert pretrained.run_dir("paper200").parts[-2:] == ("records", "paper-softmax")
+    assert pretrained.run_dir("60-epoch").name == "pretrained-convnet-cifar10"
     _, info = load_pretrained("cpu", name="paper200")
     assert info["made_by"]["command"] == pretrained.SHIPPED["paper200"].command
     assert info["config"]["bank_init"] == "random" and info["config"]["epochs"] == 200
@@ -133,7 +136,7 @@ def test_the_command_line_names_a_shipped_checkpoint_after_a_colon():
     _, default = pretrained_encoder("shipped", "cpu")
     _, sixty = pretrained_encoder("shipped:60-epoch", "cpu")
     _, paper = pretrained_encoder("shipped:paper200", "cpu")
-    assert default == TrainConfig.from_dict(load_pretrained("cpu")[1]["config"])
+    assert default == TrainConfig.from_dict(load_pretrained("cpu")[1]["config"]) == paper   # the default: the better one
     assert (sixty.epochs, sixty.bank_init) == (60, "features") and (paper.epochs, paper.bank_init) == (200, "random")
     with pytest.raises(PretrainedError, match="ships paper200, 60-epoch"):
         pretrained_encoder("shipped:best", "cpu")
