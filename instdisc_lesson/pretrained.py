@@ -5,8 +5,7 @@ Each was made by one command, the same a learner runs to train it again (``train
 
 - ``"paper200"`` (the default, ``DEFAULT``): the paper's recipe and schedule (``--preset paper``: 200
   epochs, lr 0.03 x0.1 at epochs 120 and 160, tau 0.07, a random initial bank; bank momentum 0.5 from its
-  code) with the small ConvNet, the record
-  ``paper-softmax`` (notebook 06's Table 1). Notebooks 00, 01, 03 and 05 use it:
+  code) with the small ConvNet, the record ``paper-softmax`` (notebook 06's Table 1). Notebooks 00, 01, 03 and 05 use it:
 
       python -m instdisc_lesson train --preset paper --data cifar10 --model convnet --eval-every 10 --seed 0 \
           --objective softmax --out runs/records/paper-softmax

@@ -92,7 +92,7 @@ def test_each_name_loads_its_own_network_and_a_wrong_name_says_which_exist():
     assert pretrained.run_dir("paper200").parts[-2:] == ("records", "paper-softmax")
     assert pretrained.run_dir("60-epoch").name == "pretrained-convnet-cifar10"
     _, info = load_pretrained("cpu", name="paper200")
-    assert info["made_by"]["command"] == pretrained.SHIPPED["paper200"].command
+    assert info["made_by"]["command"] == pretrained.SHIPPED["paper200"].command == pretrained.COMMAND   # the default
     assert info["config"]["bank_init"] == "random" and info["config"]["epochs"] == 200
     _, info = load_pretrained("cpu", name="60-epoch")
     assert info["config"]["bank_init"] == "features" and info["config"]["epochs"] == 60
