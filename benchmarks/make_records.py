@@ -110,7 +110,7 @@ RUNS += PAPER200
 KEEP_STEP_LOSSES = {"lambda"}
 # Records whose runs shared the 2 cores or were paused (kill -STOP) while other measurements ran: their
 # train_seconds is wall time, not speed. The median epoch is the nearest to a run alone; both are kept.
-NOTES = {"paper200": "train_seconds sums each epoch's wall time (training only, not kNN). This queue shared the 2 cores "
+NOTES = {"paper-softmax": "train_seconds sums each epoch's wall time (training only, not kNN). This queue shared the 2 cores "
                      "with other work at times and was paused (kill -STOP) during timed measurements and CI, so the total "
                      "is not a speed measure; median_epoch_seconds is the nearest to the run alone."}
 HISTORY_KEYS = ("epoch", "loss", "knn_top1", "knn_top5", "bank_knn_top1", "train_loo_top1", "log_Z", "lr", "train_seconds")
@@ -155,7 +155,7 @@ def to_record(name: str, experiment: str, label: str, options: list[str], metric
         "precision": metrics["config"].get("precision", "fp32"), "memory_format": metrics["config"].get("memory_format", "contiguous"),
         **{k: metrics[k] for k in ("linear_top1", "random_init_linear_top1", "raw_pixel_linear_top1", "deviations",
                                    "kept_epoch", "kept_knn_top1") if k in metrics},
-        **timing(metrics["history"], NOTES.get(experiment)),
+        **timing(metrics["history"], NOTES.get(name, NOTES.get(experiment))),
         "made": time.strftime("%Y-%m-%d"), "history": history, "config": metrics["config"],
     }
 

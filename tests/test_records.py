@@ -32,6 +32,23 @@ def test_table1_ships_the_rows_the_notebooks_read():
     assert table1["table1-nce-m4096"]["knn_top1"] > table1["table1-nce-m1"]["knn_top1"] + 0.05
 
 
+def test_paper200_records_are_the_papers_run_but_for_their_named_deviations():
+    """Notebook 06 sets the 200-epoch rows beside the paper's: each must be the paper's recipe and schedule
+    (the softmax row's config) but for its objective, and NCE's rows may depart only in the one deviation the
+    queue names (the EMA of Z), except paper-nce-m4096-once, the paper's exact setting."""
+    runs = records.load_experiment("paper200")
+    reference = runs["paper-softmax"]["config"]
+    free = ("objective", "precision", "memory_format") + NCE_ONLY
+    assert reference["epochs"] == 200 and reference["z_mode"] == "once" and reference["bank_init"] == "random"
+    for name, rec in runs.items():
+        unread = UNREAD.get(rec["config"]["objective"], ())
+        same = [k for k in reference if k not in free and k not in unread]
+        assert {k: rec["config"][k] for k in same} == {k: reference[k] for k in same}, name
+        ema = rec["config"]["objective"] == "nce" and name != "paper-nce-m4096-once"
+        assert rec["deviations"] == ({"z_mode": "ema"} if ema else {}), name
+        assert ("--z-mode ema" in rec["command"]) == ema, name
+
+
 @pytest.mark.parametrize("experiment,varied", [("dim", {"dim"}), ("train_size", {"train_size", "epochs", "eval_every"})])
 def test_dim_and_train_size_records_differ_from_tau_007_in_one_setting(experiment, varied):
     """Notebook 09 plots tau-0.07 as the d = 128, all-50,000-images point of both: nothing else may differ.
