@@ -133,15 +133,21 @@ def course_config(**overrides) -> TrainConfig:
     return _preset({field: value for field, (value, _) in COURSE_DEVIATIONS.items()}, overrides)
 
 
+# The numbers of noise samples the paper itself ran (Table 1: NCE with m = 1, 10, 512 and 4096).
+PAPER_NCE_M = (1, 10, 512, 4096)
+
+
 def deviations(cfg: TrainConfig) -> dict:
     """Where ``cfg`` departs from the paper's run in the settings that change the method (not in size, data,
-    network or schedule): ``{field: (value, the paper's value)}``."""
+    network or schedule): ``{field: (value, the paper's value)}``. An m of the paper's own Table 1
+    (``PAPER_NCE_M``) is the paper's, not a deviation."""
     paper = TrainConfig()
     method = ("tau", "nce_m", "bank_momentum", "bank_init", "lam", "z_mode", "z_momentum", "z_estimator",
               "shared_negatives", "dim", "augment", "momentum", "weight_decay")
     own_tau = objective_class(cfg.objective).default_tau
     return {f: (getattr(cfg, f), getattr(paper, f)) for f in method
             if getattr(cfg, f) != getattr(paper, f) and not (f == "tau" and own_tau == cfg.tau)
+            and not (f == "nce_m" and cfg.nce_m in PAPER_NCE_M)
             and not (f in ("nce_m", "z_mode", "z_momentum", "z_estimator", "shared_negatives") and cfg.objective != "nce")
             and not (f in ("bank_init", "bank_momentum", "lam") and cfg.objective == "parametric")}
 

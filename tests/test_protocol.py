@@ -14,7 +14,7 @@ from instdisc_lesson.objectives import BankObjective, Objective
 from instdisc_lesson.registry import OBJECTIVES, build_objective, objective_class
 from instdisc_lesson.parametric import ParametricSoftmax
 from instdisc_lesson.pic import PIC, RowSparseSGD
-from instdisc_lesson.recipe import TrainConfig, paper_config, quick_config
+from instdisc_lesson.recipe import TrainConfig, deviations, paper_config, quick_config
 
 SGD_CFG = SimpleNamespace(lr=0.1, momentum=0.9, weight_decay=5e-4)
 
@@ -46,6 +46,16 @@ def test_the_objectives_say_what_they_need():
     assert quick_config(objective="pic").tau == 0.2 and paper_config(objective="pic").tau == 0.2
     assert quick_config(objective="pic", tau=0.5).tau == 0.5
     assert quick_config(objective="softmax").tau == 0.1 and paper_config(objective="nce").tau == 0.07
+
+
+def test_deviations_name_what_the_paper_did_not_run():
+    """Table 1's NCE rows (m = 1, 10, 512, 4096) are the paper's own runs, so their m is no deviation; an m the
+    paper never ran is, and so is the EMA of Z. The softmax has no m to depart in."""
+    for m in (1, 10, 512, 4096):
+        assert deviations(paper_config(objective="nce", nce_m=m)) == {}, m
+        assert deviations(paper_config(objective="nce", nce_m=m, z_mode="ema")) == {"z_mode": ("ema", "once")}, m
+    assert deviations(paper_config(objective="nce", nce_m=256)) == {"nce_m": (256, 4096)}
+    assert deviations(paper_config(objective="softmax", nce_m=256)) == {}
 
 
 def test_defaults_of_the_protocol():
