@@ -46,7 +46,7 @@ def test_gpu_path_runs_at_smoke_scale(path, smoke_env, monkeypatch):
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("INSTDISC_QUICK", raising=False)  # set by conftest; the budget decides here
     nb = nbformat.read(path, as_version=4)
-    # Exercise cells (tagged raises-exception) may fail; any other error fails the test.
+    # Any error fails the test: no cell relies on a tag (an unwritten exercise only prints 'not attempted yet').
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     setup = "".join(nb.cells[1].outputs[0]["text"]) if nb.cells[1].outputs else ""
     assert "gpu budget" in setup and "SMOKE" in setup, setup

@@ -80,9 +80,12 @@ def load_experiment(experiment: str, order: list[str] | None = None) -> dict[str
 
 def describe(record: dict) -> str:
     """One line: what ran, where, on what, for how long, and the result beside its baselines."""
+    # A run that shared the cores or was paused has a note (in the record) and a median epoch: its wall time is not
+    # its speed, so the line gives the median epoch instead.
+    took = (f"a median epoch of {record['median_epoch_seconds']:.0f} s" if record.get("note") and "median_epoch_seconds" in record
+            else f"{record['train_seconds'] / 60:.0f} min")
     return (f"{record['label']}: kNN top-1 {record['knn_top1']:.1%} (untrained {record['random_init_knn_top1']:.1%}, "
-            f"raw pixels {record['raw_pixel_knn_top1']:.1%}); {record['epochs']} epochs, "
-            f"{record['train_seconds'] / 60:.0f} min on {record['device']}" + (f". Note: {record['note']}" if record.get("note") else ""))
+            f"raw pixels {record['raw_pixel_knn_top1']:.1%}); {record['epochs']} epochs, {took} on {record['device']}")
 
 
 def train_args(record: dict, out_dir) -> list[str]:
