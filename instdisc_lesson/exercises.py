@@ -59,38 +59,6 @@ def check_flip(fn) -> None:
 
 
 @exercise
-def check_softmax_probabilities(fn) -> None:
-    """Notebook 01. ``fn(features, bank, tau)`` returns P(i | f) of eq. 2 for every bank row: (B, n)."""
-    g = torch.Generator().manual_seed(0)
-    bank, f = F.normalize(torch.randn(50, 8, generator=g), dim=1), F.normalize(torch.randn(4, 8, generator=g), dim=1)
-    for tau in (0.07, 0.5):
-        P = fn(f, bank, tau)
-        assert P.shape == (4, 50), f"expected shape (4, 50), got {tuple(P.shape)}"
-        ref = torch.tensor([[math.exp(float(v @ q) / tau) for v in bank] for q in f])
-        ref = ref / ref.sum(1, keepdim=True)
-        assert torch.allclose(P.double(), ref.double(), atol=1e-5), f"P differs from exp(v.f/tau) / sum_j exp(v_j.f/tau) at tau={tau}"
-    _ok("non-parametric softmax")
-
-
-@exercise
-def check_bank_update(fn) -> None:
-    """Notebook 02. ``fn(bank, idx, features, mu)`` returns the bank after v_i <- normalize(mu v_i + (1-mu) f_i)."""
-    g = torch.Generator().manual_seed(0)
-    bank, f = F.normalize(torch.randn(20, 4, generator=g), dim=1), F.normalize(torch.randn(3, 4, generator=g), dim=1)
-    idx = torch.tensor([2, 9, 17])
-    for mu in (0.5, 0.9, 0.0):  # 0.5 alone cannot tell mu from 1 - mu
-        out = fn(bank.clone(), idx, f, mu)
-        mixed = mu * bank[idx].double() + (1 - mu) * f.double()
-        ref = bank.double().clone()
-        ref[idx] = mixed / mixed.norm(dim=1, keepdim=True)
-        assert out is not None and out.shape == bank.shape, "return the whole bank, (n, d)"
-        assert torch.allclose(out[idx].double(), ref[idx], atol=1e-6), (
-            f"mu={mu}: rows idx must be normalize(mu * v + (1 - mu) * f): mu weighs the OLD row")
-        assert torch.allclose(out.double(), ref, atol=1e-6), f"mu={mu}: rows outside idx must stay unchanged"
-    _ok("memory-bank update")
-
-
-@exercise
 def check_age_distribution(fn) -> None:
     """Notebook 02. ``fn(S)`` predicts the age of a bank row when the loss reads it, after the first epoch.
 
@@ -133,23 +101,6 @@ def check_mc_Z(fn) -> None:
 
 
 @exercise
-def check_nce_loss(fn) -> None:
-    """Notebook 03. ``fn(scores, log_Z, n)`` returns J_NCE (eq. 6) from scores (B, 1 + m), column 0 the positive."""
-    from .nce import nce_loss
-
-    g = torch.Generator().manual_seed(0)
-    for m, n, log_Z in ((1, 100, 5.0), (16, 1000, 9.0), (256, 50_000, 12.0)):
-        scores = torch.randn(6, 1 + m, generator=g, dtype=torch.float64) * 3 + 8
-        ref = sum(-math.log(math.exp(s[0] - log_Z) / (math.exp(s[0] - log_Z) + m / n))
-                  - sum(math.log((m / n) / (math.exp(v - log_Z) + m / n)) for v in s[1:])
-                  for s in scores.tolist()) / 6  # eq. 6 term by term, float64
-        got = float(fn(scores, log_Z, n))
-        assert math.isclose(got, ref, rel_tol=1e-6), f"m={m}, n={n}: got {got:.6g}, eq. 6 gives {ref:.6g}"
-        assert math.isclose(float(nce_loss(scores, log_Z, n)), ref, rel_tol=1e-6)  # the package agrees too
-    _ok("NCE loss")
-
-
-@exercise
 def check_table1_gaps(fn, table1: dict) -> None:
     """Notebook 06. ``fn(table1)`` returns ``{m: points by which NCE with m noise samples trails the full softmax}``."""
     shifted = {name: {**r, "knn_top1": r["knn_top1"] - 0.01 * k} for k, (name, r) in enumerate(reversed(table1.items()))}
@@ -164,33 +115,6 @@ def check_table1_gaps(fn, table1: dict) -> None:
                 f"m={m}: got {got[m]:.2f}, expected {ref[m]:.2f} (softmax's knn_top1 minus NCE's, in points; "
                 "find the records by their config, not by position)")
     _ok("Table 1 gaps")
-
-
-@exercise
-def check_knn_predict(fn) -> None:
-    """Notebook 05. ``fn(train_f, train_y, query_f, k, sigma, C)`` returns the predicted class per query."""
-    from .knn import knn_scores, rank_classes
-
-    g = torch.Generator().manual_seed(0)
-    tf, qf = F.normalize(torch.randn(200, 6, generator=g), dim=1), F.normalize(torch.randn(30, 6, generator=g), dim=1)
-    ty = torch.randint(0, 5, (200,), generator=g)
-    for k in (1, 10, 50):
-        ref = rank_classes(knn_scores(tf, ty, qf, k, 0.1, 5))[:, 0]
-        got = torch.as_tensor(fn(tf, ty, qf, k, 0.1, 5))
-        assert torch.equal(got.long(), ref), f"k={k}: {int((got != ref).sum())} of 30 predictions differ from the weighted vote"
-    _ok("weighted kNN")
-
-
-@exercise
-def check_proximal(fn) -> None:
-    """Notebook 04. ``fn(features, previous, lam)`` returns lam * ||f_i - v_i||^2 averaged over the batch (eq. 8)."""
-    g = torch.Generator().manual_seed(0)
-    f, v = F.normalize(torch.randn(5, 4, generator=g), dim=1), F.normalize(torch.randn(5, 4, generator=g), dim=1)
-    for lam in (0.0, 10.0, 50.0):
-        ref = lam * sum(float(((a - b) ** 2).sum()) for a, b in zip(f, v)) / 5
-        got = float(fn(f, v, lam))
-        assert math.isclose(got, ref, rel_tol=1e-5, abs_tol=1e-7), f"lam={lam}: got {got:.5g}, expected {ref:.5g}"
-    _ok("proximal term")
 
 
 @exercise
@@ -246,6 +170,44 @@ def check_visit_gaps(gaps) -> None:
 
 
 @exercise
+def check_peak_probability(fn) -> None:
+    """Notebook 01. ``fn(n, cosine, tau)`` returns the P(i | v) of eq. 2 for the image's own row when that row is
+    v itself (cosine 1) and each of the other n - 1 rows has cosine ``cosine`` with v: the most eq. 2 can give it."""
+    for n, c, tau in ((2, 0.0, 1.0), (10, 0.5, 0.1), (50_000, 0.9, 0.07), (50_000, 0.9, 1.0), (1_281_167, 0.3, 0.07)):
+        ref = 1.0 / (1.0 + (n - 1) * math.exp((c - 1.0) / tau))  # e^{1/tau} / (e^{1/tau} + (n - 1) e^{c/tau})
+        got = fn(n, c, tau)
+        assert got is not None and math.isclose(float(got), ref, rel_tol=1e-6), (
+            f"n={n}, cosine={c}, tau={tau}: got {got}, expected {ref:.6g}. The own row gives exp(1/tau), each of the "
+            "n - 1 others exp(cosine/tau); the denominator holds all n")
+    _ok("the largest P(i | v)")
+
+
+@exercise
+def check_knn_limits(fn) -> None:
+    """Notebook 05. ``fn(train_f, train_y, query_f, k, C)`` returns two predictions per query: the weighted vote's
+    limit as sigma -> infinity and as sigma -> 0, each a (Q,) tensor of classes."""
+    from .knn import knn_scores, rank_classes
+
+    g = torch.Generator().manual_seed(0)
+    tf, qf = F.normalize(torch.randn(300, 6, generator=g), dim=1), F.normalize(torch.randn(40, 6, generator=g), dim=1)
+    ty = torch.randint(0, 4, (300,), generator=g)
+    for k in (5, 20, 60):
+        # every vote equal: count the k neighbours' classes, ties to the smaller class (rank_classes' rule)
+        _, near = (qf @ tf.t()).topk(k, dim=1)
+        counts = torch.zeros(40, 4).scatter_add_(1, ty[near], torch.ones(40, k))
+        flat = rank_classes(counts)[:, 0]
+        sharp = rank_classes(knn_scores(tf, ty, qf, 1, 0.1, 4))[:, 0]  # only the nearest neighbour counts: 1-NN
+        got = fn(tf, ty, qf, k, 4)
+        assert got is not None and len(got) == 2, "return a pair: (sigma -> infinity, sigma -> 0)"
+        wide, narrow = (torch.as_tensor(x).long() for x in got)
+        assert torch.equal(wide, flat), (f"k={k}, sigma -> infinity: {int((wide != flat).sum())} of 40 differ. With every "
+                                         "weight exp(s/sigma) -> 1, each of the k neighbours casts one equal vote")
+        assert torch.equal(narrow, sharp), (f"k={k}, sigma -> 0: {int((narrow != sharp).sum())} of 40 differ. The largest "
+                                            "similarity's weight outgrows all the others together: whatever k is")
+    _ok("kNN's two limits")
+
+
+@exercise
 def check_bank_megabytes(fn) -> None:
     """Notebook 08. ``fn(n, d, bytes_per_value, gpus, sharded)`` returns the bank's megabytes (10^6 bytes) on
     each GPU: all n rows on every GPU (replicated), or n / gpus rows each (sharded, rounded up)."""
@@ -262,32 +224,6 @@ def check_bank_megabytes(fn) -> None:
             f"n={args[0]}, d={args[1]}, {args[2]} bytes per value, {args[3]} GPUs, sharded={args[4]}: "
             f"got {got}, expected {ref:.6g} MB (10^6 bytes, not 2^20; shards rounded up)")
     _ok("bank memory per GPU")
-
-
-@exercise
-def check_balanced_subset(fn) -> None:
-    """Notebook 09. ``fn(labels, per_class, gen)`` returns the indices of ``per_class`` images drawn at random
-    from every class (no image twice): the labelled images of a few-labels experiment."""
-    labels = torch.tensor([0, 0, 0, 1, 1, 1, 1, 2, 2, 2])
-    idx = fn(labels, 2, torch.Generator().manual_seed(0))
-    assert idx is not None, "return a tensor of indices"
-    idx = torch.as_tensor(idx).flatten().long()
-    assert len(idx) == 6 and len(set(idx.tolist())) == 6, f"3 classes x 2 = 6 distinct indices, got {idx.tolist()}"
-    assert bool(((idx >= 0) & (idx < len(labels))).all()), f"indices must lie in 0..{len(labels) - 1}, got {idx.tolist()}"
-    assert torch.bincount(labels[idx], minlength=3).tolist() == [2, 2, 2], (
-        f"two images of each class, got labels {labels[idx].tolist()}")
-    for seed in range(50):  # drawn with replacement, a class of 3 asked for 3 repeats an image in 7 draws of 9
-        idx = torch.as_tensor(fn(labels, 3, torch.Generator().manual_seed(seed))).flatten().long()
-        assert len(set(idx.tolist())) == len(idx) == 9, (
-            f"per_class=3 (seed {seed}): expected 9 distinct indices, got {sorted(idx.tolist())}: draw without replacement")
-    # Random within each class: over 400 draws each of class 1's four images is picked about 1/4 of the time.
-    g = torch.Generator().manual_seed(1)
-    picks = torch.stack([torch.as_tensor(fn(labels, 1, g)).flatten().long() for _ in range(400)])
-    counts = torch.tensor([(picks == i).sum().item() for i in range(3, 7)], dtype=torch.float)
-    assert bool(((counts - 100).abs() < 4 * math.sqrt(400 * 0.25 * 0.75)).all()), (
-        f"class 1's images 3-6 were picked {counts.int().tolist()} times in 400 draws of one per class: "
-        "draw at random within each class (torch.randperm with gen), not the first ones")
-    _ok("balanced subset")
 
 
 def _stops_paying(records, key, margin):

@@ -8,12 +8,9 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from instdisc_lesson import exercises, records
-from instdisc_lesson.knn import knn_scores, rank_classes
-from instdisc_lesson.nce import nce_loss
-from instdisc_lesson.nonparametric import probabilities
+from instdisc_lesson.knn import rank_classes
 from instdisc_lesson.proximal import proximal_term
 
 TABLE1 = records.load_experiment("table1")
@@ -26,11 +23,6 @@ def flip_right(batch, p, gen):
     return torch.where(coins.view(-1, 1, 1, 1), batch.flip(-1), batch)
 
 
-def update_right(bank, idx, f, mu):
-    bank[idx] = F.normalize(mu * bank[idx] + (1 - mu) * f, dim=1)
-    return bank
-
-
 def age_right(S):
     return [max(0, S - abs(a - S)) / S**2 for a in range(2 * S + 1)]
 
@@ -38,16 +30,6 @@ def age_right(S):
 def mc_right(bank, f, tau, m, gen):
     j = torch.randint(0, len(bank), (m,), generator=gen)
     return len(bank) * torch.exp(f @ bank[j].t() / tau).mean()
-
-
-def nce_by_hand(scores, log_Z, n, ratio=None):
-    """eq. 6 in log space; ``ratio`` replaces the noise ratio m/n (for the wrong answers)."""
-    m = scores.shape[1] - 1
-    log_k = math.log(m / n if ratio is None else ratio(m, n))
-    log_P = scores - log_Z
-    log_h = log_P[:, 0] - torch.logaddexp(log_P[:, 0], torch.tensor(log_k, dtype=scores.dtype))
-    log_1mh = log_k - torch.logaddexp(log_P[:, 1:], torch.tensor(log_k, dtype=scores.dtype))
-    return -(log_h + log_1mh.sum(1)).mean()
 
 
 def gaps_right(table1):
@@ -69,11 +51,6 @@ def megabytes_right(n, d, bytes_per_value, gpus, sharded):
     return (math.ceil(n / gpus) if sharded else n) * d * bytes_per_value / 1e6
 
 
-def balanced_right(labels, per_class, gen):
-    return torch.cat([(labels == c).nonzero().flatten()[torch.randperm(int((labels == c).sum()), generator=gen)[:per_class]]
-                      for c in labels.unique()])
-
-
 def stops_right(records_, key, margin):
     ordered = sorted(records_, key=lambda r: r["fraction"])
     answer = None
@@ -85,15 +62,6 @@ def stops_right(records_, key, margin):
 
 
 # -- plausible wrong answers ---------------------------------------------------------------------------------
-def balanced_first(labels, per_class, gen):  # balanced, but always the first images of each class
-    return torch.cat([(labels == c).nonzero().flatten()[:per_class] for c in labels.unique()])
-
-
-def balanced_with_replacement(labels, per_class, gen):  # random, balanced, but the same image can come twice
-    return torch.cat([(labels == c).nonzero().flatten()[torch.randint(int((labels == c).sum()), (per_class,), generator=gen)]
-                      for c in labels.unique()])
-
-
 def stops_first_miss(records_, key, margin):  # the first fraction that does not pay, even if a larger one pays again
     ordered = sorted(records_, key=lambda r: r["fraction"])
     return next((r["fraction"] for r in ordered if 100 * (r["finetune_top1"] - r[key]) <= margin), None)
@@ -123,9 +91,22 @@ def stops_margin_as_fraction(records_, key, margin):  # the gain in accuracy uni
     return answer
 
 
-def knn_unweighted(tf, ty, qf, k, sigma, C):  # the k neighbours vote one each, not exp(s / sigma)
-    idx = (qf @ tf.t()).topk(k, dim=1).indices
-    return torch.stack([torch.bincount(ty[i], minlength=C).argmax() for i in idx])
+def peak_right(n, c, tau):
+    return math.exp(1 / tau) / (math.exp(1 / tau) + (n - 1) * math.exp(c / tau)) if tau > 0.2 else \
+        1 / (1 + (n - 1) * math.exp((c - 1) / tau))
+
+
+def limits_right(tf, ty, qf, k, C):
+    near = (qf @ tf.t()).topk(k, dim=1).indices
+    counts = torch.zeros(len(qf), C).scatter_add_(1, ty[near], torch.ones(len(qf), k))
+    return rank_classes(counts)[:, 0], ty[(qf @ tf.t()).argmax(1)]
+
+
+def limits_bincount_argmax(tf, ty, qf, k, C):  # ties to the LARGER class: torch.argmax is not rank_classes' rule
+    wide, narrow = limits_right(tf, ty, qf, k, C)
+    near = (qf @ tf.t()).topk(k, dim=1).indices
+    counts = torch.stack([torch.bincount(ty[i], minlength=C) for i in near]).float()
+    return counts.flip(1).argmax(1).neg().add(C - 1), narrow
 
 
 def grad_by_autograd(f, v, lam):  # right numbers, but differentiated, not derived: the check runs without autograd
@@ -138,16 +119,11 @@ CASES = [  # (check, right answer, {mistake: wrong answer})
         "one coin per batch": lambda b, p, g: b.flip(-1) if torch.rand(1, generator=g) < p else b,
         "flips with probability 1 - p": lambda b, p, g: flip_right(b, 1 - p, g),
         "flips upside down": lambda b, p, g: torch.where((torch.rand(b.shape[0], generator=g) < p).view(-1, 1, 1, 1), b.flip(-2), b)}),
-    (exercises.check_softmax_probabilities, probabilities, {
-        "tau forgotten": lambda f, b, t: torch.softmax(f @ b.t(), 1),
-        "times tau": lambda f, b, t: torch.softmax(f @ b.t() * t, 1),
-        "not normalised": lambda f, b, t: torch.exp(f @ b.t() / t),
-        "normalised over the batch": lambda f, b, t: torch.softmax(f @ b.t() / t, 0)}),
-    (exercises.check_bank_update, update_right, {
-        "no renormalisation": lambda b, i, f, mu: b.index_copy_(0, i, mu * b[i] + (1 - mu) * f),
-        "mu weighs the new feature": lambda b, i, f, mu: update_right(b, i, f, 1 - mu),
-        "every row updated": lambda b, i, f, mu: F.normalize(mu * b + (1 - mu) * f.mean(0), dim=1),
-        "off by one row": lambda b, i, f, mu: update_right(b, i + 1, f, mu)}),
+    (exercises.check_peak_probability, peak_right, {
+        "n - 1 forgotten (n others)": lambda n, c, t: 1 / (1 + n * math.exp((c - 1) / t)),
+        "tau forgotten": lambda n, c, t: 1 / (1 + (n - 1) * math.exp(c - 1)),
+        "the own row left out of the denominator": lambda n, c, t: math.exp((1 - c) / t) / (n - 1),
+        "uniform, 1/n": lambda n, c, t: 1 / n}),
     (exercises.check_age_distribution, age_right, {
         "every age is S (no shuffle)": lambda S: [float(a == S) for a in range(2 * S + 1)],
         "geometric (drawn with replacement)": lambda S: [0.0] + [(1 - 1 / S) ** (a - 1) / S for a in range(1, 2 * S + 1)],
@@ -157,24 +133,15 @@ CASES = [  # (check, right answer, {mistake: wrong answer})
         "n forgotten": lambda b, f, t, m, g: torch.exp(f @ b[torch.randint(0, len(b), (m,), generator=g)].t() / t).mean(),
         "the first m rows, not a sample": lambda b, f, t, m, g: len(b) * torch.exp(f @ b[:m].t() / t).mean(),
         "tau forgotten": lambda b, f, t, m, g: mc_right(b, f, 1.0, m, g)}),
-    (exercises.check_nce_loss, nce_by_hand, {
-        "noise ratio 1/n (m forgotten)": lambda s, z, n: nce_by_hand(s, z, n, ratio=lambda m, n: 1 / n),
-        "noise ratio m (n forgotten)": lambda s, z, n: nce_by_hand(s, z, n, ratio=lambda m, n: m),
-        "summed over the batch": lambda s, z, n: nce_by_hand(s, z, n) * s.shape[0],
-        "Z forgotten": lambda s, z, n: nce_by_hand(s, 0.0, n)}),
     (functools.partial(exercises.check_table1_gaps, table1=TABLE1), gaps_right, {
         "fraction, not points": lambda t: {m: g / 100 for m, g in gaps_right(t).items()},
         "sign reversed": lambda t: {m: -g for m, g in gaps_right(t).items()},
         "parametric taken for the softmax": gaps_first_is_softmax,
         "numbers copied from the table": lambda t: gaps_right(TABLE1)}),
-    (exercises.check_knn_predict, lambda *a: rank_classes(knn_scores(*a))[:, 0], {
-        "1-NN whatever k": lambda tf, ty, qf, k, s, C: ty[(qf @ tf.t()).argmax(1)],
-        "unweighted majority vote": knn_unweighted,
-        "sigma forgotten (weights exp(s))": lambda tf, ty, qf, k, s, C: rank_classes(knn_scores(tf, ty, qf, k, 1.0, C))[:, 0]}),
-    (exercises.check_proximal, proximal_term, {
-        "norm, not squared": lambda f, v, lam: lam * (f - v).norm(dim=1).mean(),
-        "sign flipped": lambda f, v, lam: -proximal_term(f, v, lam),
-        "summed over the batch": lambda f, v, lam: lam * (f - v).pow(2).sum()}),
+    (exercises.check_knn_limits, limits_right, {
+        "swapped: 1-NN for sigma -> infinity": lambda tf, ty, qf, k, C: limits_right(tf, ty, qf, k, C)[::-1],
+        "sigma -> 0 still a vote of k": lambda tf, ty, qf, k, C: (limits_right(tf, ty, qf, k, C)[0],) * 2,
+        "ties to the larger class": limits_bincount_argmax}),
     (exercises.check_proximal_grad, grad_right, {
         "sign flipped": lambda f, v, lam: 2 * lam * (v - f) / f.shape[0],
         "the 2 forgotten": lambda f, v, lam: lam * (f - v) / f.shape[0],
@@ -187,10 +154,6 @@ CASES = [  # (check, right answer, {mistake: wrong answer})
         "MiB (2^20), not MB": lambda n, d, b, g, s: megabytes_right(n, d, b, g, s) * 1e6 / 2**20,
         "shards rounded down": lambda n, d, b, g, s: (n // g if s else n) * d * b / 1e6,
         "replicated bank divided too": lambda n, d, b, g, s: math.ceil(n / g) * d * b / 1e6}),
-    (exercises.check_balanced_subset, balanced_right, {
-        "the first images of each class": balanced_first,
-        "drawn with replacement": balanced_with_replacement,
-        "random but not balanced": lambda y, k, g: torch.randperm(len(y), generator=g)[:k * len(y.unique())]}),
     (functools.partial(exercises.check_stops_paying, semi=SEMI), stops_right, {
         "the first fraction that does not pay": stops_first_miss,
         "off by one: the last that pays": stops_last_paying,
@@ -260,4 +223,4 @@ def test_an_unwritten_exercise_is_reported_not_raised(check, capsys):
 def test_a_wrong_answer_that_returns_nothing_still_fails():
     """Only an unwritten stub is forgiven: a function that forgot its return statement is a mistake."""
     with pytest.raises(AssertionError):
-        exercises.check_bank_update(lambda bank, idx, f, mu: None)
+        exercises.check_peak_probability(lambda n, c, tau: None)
