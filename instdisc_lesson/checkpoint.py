@@ -86,13 +86,47 @@ def run_lock(folder):
     The lock is the operating system's (``flock``): it is released when the process ends, however it
     ends, so a killed run never leaves a stale lock behind, and a run that ends removes the file. A folder
     the system refuses to create or write (read-only, not permitted, a file in the path) ends in one
-    :func:`refused` line, with nothing left behind. (Where ``fcntl`` is missing, on Windows, runs are not locked.)
+    :func:`refused` line. A run refused or stopped before it wrote anything leaves nothing behind: the folders
+    created here (``folder`` and any missing parents) are removed again while empty. (Where ``fcntl`` is
+    missing, on Windows, runs are not locked.)
     """
     folder = Path(folder)
+    created = _missing(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
+        _remove_empty(created)
         raise refused(folder, err, "create") from None
+    try:
+        with _flock(folder):
+            yield
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def _missing(folder: Path) -> list[Path]:
+    """``folder`` and those of its parents that do not exist yet, the innermost first."""
+    missing = []
+    for path in (folder, *folder.absolute().parents):
+        if path.exists():
+            break
+        missing.append(path)
+    return missing
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove ``folders`` (the innermost first) while they are empty; stop at the first that is not."""
+    for path in folders:
+        try:
+            path.rmdir()
+        except OSError:
+            return
+
+
+@contextmanager
+def _flock(folder: Path):
+    """``folder/.lock``, created and held (``flock``) for the block, removed after it."""
     try:
         import fcntl
     except ImportError:  # pragma: no cover - Windows

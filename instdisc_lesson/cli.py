@@ -4,8 +4,10 @@
         --model {convnet|resnet18} --epochs N [--nce-m M] [--tau T] [--lr LR] [--batch-size B]
         [--seed S] [--resume] --out RUN_DIR
 
-Unset options take the paper's defaults (full mode) or the calibrated quick-mode defaults (quick
-mode, or ``--data quick``). The run writes ``RUN_DIR/checkpoint.pt`` after every epoch and finally
+Unset options take the defaults of the run's case (``options.py``): the quick set's calibrated settings,
+settings fitted to the images on a CPU, or the paper's run on a GPU or with ``--preset``. Everything that can be
+refused without the data is refused first, leaving nothing behind (``preflight.py``). The run writes
+``RUN_DIR/checkpoint.pt`` and ``history.json`` after every epoch, and finally ``report.png`` and
 ``RUN_DIR/metrics.json`` with ``knn_top1``, ``knn_top5``, ``random_init_knn_top1`` (the same model
 untrained, on the same data), ``raw_pixel_knn_top1``, ``history`` and ``config``. No harm done: the run
 ends with its last epoch's network unless the untrained one scores higher by leave-one-out kNN on the
@@ -31,6 +33,7 @@ import torch
 
 from . import distributed as dist
 from . import recipe, resume
+from .preflight import check as preflight, run_folder
 from .arguments import UNREAD, build_config, build_parser, choose_views, fits_time  # noqa: F401 - tests import build_* from here
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, run_lock
 from .config import dataset_name, describe_setup, is_smoke
@@ -49,25 +52,14 @@ def format_seconds(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def run_folder(text: str) -> Path:
-    """The ``--out`` folder: ``~`` expanded; refused when empty or when it names a file."""
-    if not text.strip():
-        raise ValueError("--out is empty: name the run folder, e.g. --out runs/mine")
-    out = Path(text).expanduser()
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file, not a folder: choose a folder for the run")
-    return out
-
-
 def train_command(args) -> dict:
     """parse -> one preset -> ``Trainer(...).fit()`` -> ``trainer.summary()`` with the CLI's baselines -> metrics.json."""
     from .knn import raw_pixel_knn
 
+    preflight(args)  # everything that can be refused before the data is loaded and --out is created
     device = dist.setup(args.device)  # joins torchrun's job, if there is one
     out, rank0 = run_folder(args.out), dist.rank() == 0
     say = (lambda text: print(text, file=sys.stderr)) if rank0 else (lambda text: None)
-    if (out / "checkpoint.pt").exists() and not args.resume:
-        raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     train, test = load_dataset(args.data or dataset_name(), args.data_root, SMOKE_SIZES if is_smoke() else None)
     cfg = build_config(args, train)
     say(describe_run(cfg, train, test))
@@ -262,6 +254,7 @@ def embed_command(args) -> dict:
     """The features of every image in ``--data`` (a folder, any depth) from a trained network, with file names."""
     from .report import embed_folder
 
+    preflight(args)
     model, cfg = pretrained_encoder(args.checkpoint, args.device)
     done = embed_folder(model, args.data, args.out)
     print(f"{done['images']} images -> {done['out']} (features: {done['images']} x {done['dim']}, float32, unit length; "
@@ -273,6 +266,7 @@ def semisup_command(args) -> dict:
     from .models import build_encoder
     from .semisup import few_labels
 
+    preflight(args)
     out = run_folder(args.out)
     train, test = load_dataset(args.data or dataset_name(), args.data_root)
     print(describe_setup(), file=sys.stderr)

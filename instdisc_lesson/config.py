@@ -48,7 +48,7 @@ def budget() -> str:
             return "quick"
         if value in _FALSE:
             return "paper"
-        raise ValueError(f"INSTDISC_QUICK={flag!r} is not understood: use 1 (quick mode) or 0 (full mode), "
+        raise ValueError(f"INSTDISC_QUICK={flag!r} is not understood: use 1 (the quick budget) or 0 (the paper budget), "
                          "or set INSTDISC_BUDGET to quick, gpu or paper")
     if os.environ.get("CI"):
         return "quick"

@@ -11,6 +11,7 @@ they can sit on the GPU, and a batch is just ``images[idx]``; augmentation then 
 from __future__ import annotations
 
 import pickle
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,7 +92,7 @@ def _cifar_help(root: Path) -> str:
         f"     {root / 'cifar-10-batches-py'}/data_batch_1 ... test_batch exist;\n"
         "  2. point the course at a folder that already has it: set INSTDISC_DATA=/path/to/folder,\n"
         "     or pass root=... (CLI: --data-root);\n"
-        "  3. or work offline in quick mode: INSTDISC_QUICK=1 (CLI: --data quick)."
+        "  3. or work offline: --data quick on the command line, INSTDISC_BUDGET=quick for the notebooks."
     )
 
 
@@ -113,7 +114,7 @@ def load_cifar10(root=None, train: bool = True, download: bool = True) -> Instan
 
     When ``root/cifar-10-batches-py`` is missing it is fetched with torchvision's own download
     (``torchvision.datasets.CIFAR10(download=True)``); if that fails (no network, say) the error
-    says where to put the files or how to use quick mode instead.
+    says where to put the files or how to work offline instead (the quick set).
     """
     root = data_root(root)
     folder = root / "cifar-10-batches-py"
@@ -121,12 +122,17 @@ def load_cifar10(root=None, train: bool = True, download: bool = True) -> Instan
     if not all((folder / name).exists() for name in needed):
         if not download:
             raise DatasetUnavailableError(_cifar_help(root))
+        new = not root.exists()
         try:
             import torchvision
 
             root.mkdir(parents=True, exist_ok=True)
             torchvision.datasets.CIFAR10(str(root), train=train, download=True)
-        except Exception as err:  # URLError, socket timeouts, bad archives ...: one clear message
+        except BaseException as err:  # URLError, socket timeouts, bad archives ...: one clear message
+            if new:  # a download that failed (or was stopped) leaves no folder behind
+                shutil.rmtree(root, ignore_errors=True)
+            if not isinstance(err, Exception):
+                raise
             raise DatasetUnavailableError(f"{_cifar_help(root)}\n(download failed: {type(err).__name__}: {err})") from None
     try:
         images, labels = _read_cifar_batches(folder, train)
@@ -138,7 +144,7 @@ def load_cifar10(root=None, train: bool = True, download: bool = True) -> Instan
     except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError, TypeError, AttributeError, IndexError) as err:
         raise DatasetUnavailableError(
             f"The CIFAR-10 files in {folder} are unreadable ({type(err).__name__}: {err}).\n"
-            "Delete that folder and download again, or use quick mode (INSTDISC_QUICK=1)."
+            "Delete that folder and download again, or work offline: --data quick (notebooks: INSTDISC_BUDGET=quick)."
         ) from None
     return InstanceDataset(torch.from_numpy(images), torch.from_numpy(labels), classes, "cifar10-" + ("train" if train else "test"))
 
@@ -323,7 +329,7 @@ def make_shapes(n_per_class: int = 200, seed: int = 0) -> InstanceDataset:
 
 
 def load_quick(seed: int = 0) -> tuple[InstanceDataset, InstanceDataset]:
-    """The offline quick set used in quick mode: 2,000 generated shapes, split 1,600 train / 400 test.
+    """The offline quick set of the quick budget: 2,000 generated shapes, split 1,600 train / 400 test.
 
     Why not scikit-learn's digits: raw pixels already reach 96 % kNN there and instance discrimination
     made features worse, not better, in short runs (README, "Quick mode"). The shapes are built so that
@@ -355,15 +361,25 @@ def course_data(root=None) -> tuple[InstanceDataset, InstanceDataset]:
     return load_dataset(dataset_name(), root, SMOKE_SIZES if is_smoke() else None)
 
 
+def check_source(name: str) -> None:
+    """Refuse, before anything is read, a ``--data`` that cannot be loaded: neither 'quick' nor 'cifar10', and no
+    folder with a ``train/`` folder inside. (CIFAR-10's files are looked for, or downloaded, when it is loaded.)"""
+    if name in ("quick", "cifar10"):
+        return
+    path = Path(name).expanduser()
+    layout = "a folder with train/<class>/<images> (and optionally test/<class>/<images>)"
+    if path.is_file():
+        raise ValueError(f"--data {name} is a file, not a folder: give {layout}")
+    if not path.exists():
+        raise ValueError(f"unknown data {name!r}: {path.absolute()} does not exist. Give 'quick', 'cifar10' or {layout}")
+    if not (path / "train").is_dir():
+        raise ValueError(f"image folder {path / 'train'} does not exist: expected {layout}")
+
+
 def _load(name: str, root=None) -> tuple[InstanceDataset, InstanceDataset]:
+    check_source(name)
     if name == "quick":
         return load_quick()
     if name == "cifar10":
         return load_cifar10(root, train=True), load_cifar10(root, train=False)
-    path = Path(name).expanduser()
-    if path.is_file():
-        raise ValueError(f"--data {name} is a file, not a folder: give a folder with train/<class>/<images> "
-                         "(and optionally test/<class>/<images>)")
-    if path.exists():
-        return load_image_folder(name)
-    raise ValueError(f"unknown data {name!r}: use 'quick', 'cifar10', or the path of an image folder with train/ (and test/)")
+    return load_image_folder(name)

@@ -6,9 +6,12 @@
 runs top to bottom in its own kernel with the notebook folder as working directory, as ``pytest --nbval-lax``
 runs it, and is written to ``OUT/NAME.html`` with every figure embedded (and, with its outputs, to
 ``OUT/NAME.ipynb``). ``OUT/index.html`` links them all, each with its title (the notebook's first heading),
-its one-line idea (the README's table of notebooks), its execution time and whether it ran. A notebook that
-raises is still written, up to the cell that failed, and marked failed on the index; the command names the
-notebook and the cell and exits with status 1.
+its one-line idea (the README's table of notebooks), its execution time and whether it ran. Each page links
+to the index, the previous and the next notebook, lists the course, and has a table of contents of its own
+sections (``site_navigation.py``). A notebook that raises is still written, up to the cell that failed, and
+marked failed on the index; the command names the notebook and the cell and exits with status 1. A missing
+or empty notebooks folder, or an ``--only`` that matches nothing, is refused first (status 2, argparse's
+usage error), with nothing written.
 
 Nothing on the pages needs a network. Math is typeset by MathJax 2.7 from the files of the
 ``jupyter-server-mathjax`` package, copied into ``OUT/mathjax/`` (nbconvert would load it from a CDN).
@@ -33,6 +36,8 @@ import jinja2
 import nbformat
 from nbclient import NotebookClient
 from nbconvert import HTMLExporter
+
+from . import site_navigation
 
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 BADGE = re.compile(r"\[!\[Open In Colab\]\([^)]*\)\]\(([^)]*)\)")  # [![Open In Colab](badge.svg)](url)
@@ -65,11 +70,12 @@ details.site-solution > summary { cursor: pointer; font: 13px sans-serif; color:
 .output_error { border-left: 4px solid #d33; }
 /* the hidden MathML kept for screen readers would ask for MathJax's TeX fonts, which the package does not ship */
 .MJX_Assistive_MathML * { font-family: serif !important; }
+{{ resources.site_css }}
 </style>
 {%- endblock html_head_js_mathjax -%}
 {%- block body_header -%}
 {{ super() }}
-<div class="site-bar"><a href="index.html">&larr; all notebooks</a></div>
+{{ resources.site_nav }}
 {%- if resources.site_failure %}
 <div class="site-bar site-failed">This notebook failed: {{ resources.site_failure | e }};
 the cells after it did not run.</div>
@@ -81,6 +87,10 @@ the cells after it did not run.</div>
 {{ super() }}</details>
 {%- else -%}{{ super() }}{%- endif -%}
 {%- endblock input_group %}
+{% block body_footer -%}
+{{ resources.site_footer }}
+{{ super() }}
+{%- endblock body_footer %}
 {% block error -%}
 <div class="output_error">{{ super() }}</div>
 {%- endblock error %}
@@ -198,12 +208,18 @@ def for_the_web(nb) -> None:
     nb.metadata.pop("widgets", None)
 
 
-def render(nb, failure: str) -> str:
-    """The notebook as one HTML page (figures embedded as data: URLs), in nbconvert's lab style."""
+def render(nb, failure: str, course: list[tuple[str, str]] | None = None, i: int = 0) -> str:
+    """The notebook as one HTML page (figures embedded as data: URLs), in nbconvert's lab style; with ``course``
+    (every page's ``(name, title)``, in order; this one is ``course[i]``) the links to the others and a table of
+    contents of its sections (``site_navigation.py``)."""
     exporter = HTMLExporter(template_name="lab", extra_loaders=[jinja2.DictLoader({"site.html.j2": TEMPLATE})],
                             template_file="site.html.j2")
-    body, _ = exporter.from_notebook_node(nb, resources={"site_failure": failure})
-    return body
+    course = course or []  # a page alone: the index link and its table of contents
+    resources = {"site_failure": failure, "site_css": site_navigation.CSS,
+                 "site_nav": site_navigation.navigation(course, i),
+                 "site_footer": site_navigation.navigation(course, i, contents=False)}
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
+    return site_navigation.with_contents(body)
 
 
 def copy_mathjax(out: Path) -> None:
@@ -249,28 +265,42 @@ span.failed {{ color: #a11; font-weight: bold; }} span.ok {{ color: #275; }} tr.
 """, encoding="utf-8")
 
 
-def build(notebooks: Path, out: Path, only: list[str] | None = None, timeout: int = 600) -> list[Page]:
-    """Execute and render every notebook in ``notebooks`` (or those whose name starts with one of ``only``)."""
+def chosen(notebooks: Path, out: Path, only: list[str] | None = None) -> list[Path]:
+    """The notebooks to build, in order; a ValueError saying what to do when there are none, or when ``out``
+    is the notebooks' own folder. Checked before anything is written."""
+    if not notebooks.is_dir():
+        raise ValueError(f"--notebooks {notebooks}: " + ("is a file, not a folder" if notebooks.exists() else
+                         "no such folder") + "; name the folder of the course's .ipynb files (e.g. notebooks)")
     paths = sorted(notebooks.glob("*.ipynb"))
+    if not paths:
+        raise ValueError(f"--notebooks {notebooks} holds no .ipynb files; name the folder of the course's notebooks")
     if only:
         paths = [p for p in paths if any(p.name.startswith(prefix) for prefix in only)]
         if not paths:
-            raise SystemExit(f"--only {' '.join(only)}: no notebook in {notebooks} starts with that")
+            raise ValueError(f"--only {' '.join(only)}: no notebook in {notebooks} starts with that")
     if out.resolve() == notebooks.resolve():
-        raise SystemExit(f"--out {out}: that is the notebooks' own folder; name another (e.g. site)")
+        raise ValueError(f"--out {out}: that is the notebooks' own folder; name another (e.g. site)")
+    return paths
+
+
+def build(notebooks: Path, out: Path, only: list[str] | None = None, timeout: int = 600) -> list[Page]:
+    """Execute and render every notebook in ``notebooks`` (or those whose name starts with one of ``only``),
+    each page linked to the previous and the next one."""
+    paths = chosen(notebooks, out, only)
+    books = [nbformat.read(path, as_version=4) for path in paths]
+    course = [(path.stem, title_of(nb)) for path, nb in zip(paths, books)]
     out.mkdir(parents=True, exist_ok=True)
     copy_mathjax(out)
     ideas = ideas_from_readme(notebooks.resolve().parent / "README.md")
     pages = []
-    for path in paths:
-        nb = nbformat.read(path, as_version=4)
+    for i, (path, nb) in enumerate(zip(paths, books)):
         print(f"{path.name}: running ...", flush=True)
         start = time.perf_counter()
         failure = execute(nb, path.parent.resolve(), timeout)
         seconds = time.perf_counter() - start
         nbformat.write(nb, out / path.name)  # the executed notebook, outputs included, for download
         for_the_web(nb)
-        out.joinpath(f"{path.stem}.html").write_text(render(nb, failure), encoding="utf-8")
+        out.joinpath(f"{path.stem}.html").write_text(render(nb, failure, course, i), encoding="utf-8")
         pages.append(Page(path.stem, title_of(nb), ideas.get(path.stem, ""), seconds, failure))
         print(f"{path.name}: {'FAILED, ' + failure if failure else 'ran'} ({seconds:.0f} s)", flush=True)
     write_index(out, pages)
@@ -279,15 +309,21 @@ def build(notebooks: Path, out: Path, only: list[str] | None = None, timeout: in
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m instdisc_lesson.site", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("site"), help="folder for the HTML pages (default: site)")
-    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"),
+    parser.add_argument("--out", type=Path, default=Path("site"), metavar="FOLDER",
+                        help="folder for the HTML pages (default: site)")
+    parser.add_argument("--notebooks", type=Path, default=Path("notebooks"), metavar="FOLDER",
                         help="folder of the .ipynb files; the README beside it gives the ideas (default: notebooks)")
     parser.add_argument("--only", nargs="+", metavar="PREFIX",
                         help="only the notebooks whose names start so, e.g. 00 03")
-    parser.add_argument("--timeout", type=int, default=600, help="seconds one cell may run (default: 600)")
+    parser.add_argument("--timeout", type=int, default=600, metavar="SECONDS",
+                        help="seconds one cell may run (default: 600)")
     args = parser.parse_args(argv)
     if args.timeout <= 0:
         parser.error(f"--timeout {args.timeout}: give a positive number of seconds")
+    try:
+        chosen(args.notebooks, args.out, args.only)  # refused before anything is written, as argparse refuses
+    except ValueError as err:
+        parser.error(str(err))
     pages = build(args.notebooks, args.out, args.only, args.timeout)
     failed = [page for page in pages if page.failure]
     print(f"wrote {args.out / 'index.html'}: {len(pages) - len(failed)} of {len(pages)} notebooks ran, "

@@ -192,7 +192,7 @@ class Trainer:
             if self.test_set is not None and (self.epoch % self.cfg.eval_every == 0 or self.epoch == target):
                 entry.update(self.evaluate())
             self.history.append(entry)
-            bar.set_postfix(loss=f"{loss:.3f}", knn=f"{entry.get('knn_top1', float('nan')):.3f}")
+            bar.set_postfix(loss=f"{loss:.3f}", **last_knn(self.history, self.baselines))
             if self.out_dir is not None:
                 self.save(self.out_dir / "checkpoint.pt")
                 resume.write_history(self)
@@ -251,6 +251,18 @@ class Trainer:
         if not hasattr(self, "_fingerprint"):
             self._fingerprint = resume.fingerprint(self.train_set)
         return self._fingerprint
+
+
+def last_knn(history: list[dict], baselines: dict) -> dict:
+    """The progress bar's kNN: this epoch's, else the last one measured with its epoch, else the untrained network's;
+    ``{}`` before any (a run without test images)."""
+    for entry in reversed(history):
+        if "knn_top1" in entry:
+            latest = entry is history[-1]
+            return {"knn": f"{entry['knn_top1']:.3f}" + ("" if latest else f" (epoch {entry['epoch']})")}
+    if "random_init_knn_top1" in baselines:
+        return {"knn": f"{baselines['random_init_knn_top1']:.3f} (untrained)"}
+    return {}
 
 
 def load_or_train(cfg: TrainConfig, train: InstanceDataset, test: InstanceDataset, out_dir, progress: bool = True) -> Trainer:

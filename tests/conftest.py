@@ -58,5 +58,6 @@ def chromium() -> str:
     try:
         import playwright.sync_api  # noqa: F401
     except ImportError:
-        missing_browser("the playwright pip package is not installed (pip install playwright; it is in requirements.txt)")
+        missing_browser("the playwright pip package is not installed (pip install -r requirements.txt installs it, "
+                        "with the test extra; or pip install playwright)")
     return path

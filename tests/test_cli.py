@@ -63,7 +63,7 @@ def test_train_on_image_folder_writes_metrics(folder, tmp_path, capsys):
 @pytest.mark.parametrize("args,message", [
     (["--tau", "0"], "tau=0.0 must be > 0"),
     (["--tau", "-0.5"], "tau=-0.5 must be > 0"),
-    (["--nce-m", "0", "--objective", "nce"], "m=0 noise samples must lie in [1, 47]"),
+    (["--nce-m", "0", "--objective", "nce"], "m=0 noise samples must be at least 1"),
     (["--nce-m", "100000", "--objective", "nce"], "m=100000 noise samples must lie in [1, 47]"),
     (["--batch-size", "0"], "batch_size=0 must be a positive integer"),
     (["--batch-size", "500"], "batch_size=500 is larger than the dataset (48 images)"),
@@ -274,7 +274,8 @@ def test_sigterm_stops_cleanly_and_says_what_was_saved(folder, tmp_path, epoch, 
         assert "continue with --resume" in result.stderr
         assert len(json.loads((out / "history.json").read_text())["history"]) == epoch - 1
     else:
-        assert "nothing was saved" in result.stderr and not (out / "checkpoint.pt").exists()
+        assert "nothing was saved" in result.stderr and not out.exists()  # not even the folder it made
+        return
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")], "no stray temporary file"
 
 
@@ -425,3 +426,88 @@ def test_an_out_path_through_a_file_is_refused(folder, tmp_path):
     result = tiny_run(folder, tmp_path / "afile" / "run")
     assert result.returncode == 2 and "a part of the path is a file, not a folder" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- the front door (issue 43): help that says what will happen; refusals that come first and leave nothing --------
+def test_help_groups_options_and_states_the_defaults_used():
+    from instdisc_lesson.recipe import CPU_SECONDS, MAX_PASSES
+    from instdisc_lesson.views import _KEYS
+
+    text = run_cli("train", "--help").stdout
+    for group in ("data:", "objective and network:", "optimisation:", "evaluation:", "run:", "distributed (torchrun):"):
+        assert f"\n{group}\n" in text, group
+    assert "examples:" in text and text.count("python -m instdisc_lesson train") >= 3
+    assert "(paper: " not in text and "NCE_M" not in text and "EVAL_EVERY" not in text
+    flat = " ".join(text.split())  # argparse wraps the help: compare the words, not the lines
+    assert f"{CPU_SECONDS // 60:.0f}-minute" in flat and str(MAX_PASSES) in flat and "200" in flat  # --epochs
+    assert all(key in flat for key in _KEYS)  # --augment lists its keys
+    for written in ("checkpoint.pt", "history.json", "metrics.json", "report.png"):
+        assert written in flat
+    assert "32x32" in flat and "in memory" in flat  # own images, said in --data
+    assert "--correction, --no-correction" in text and "(off by default)" not in flat
+    for command in ("semisup", "embed"):
+        sub = run_cli(command, "--help").stdout
+        assert "usage:" in sub and len(sub.split("\n\n")[1].split()) > 8, sub  # a description, not only the usage
+
+
+def test_progress_bar_shows_the_last_knn_not_nan(tiny, capsys):
+    from instdisc_lesson.recipe import quick_config
+    from instdisc_lesson.trainer import Trainer
+
+    train, test = tiny
+    cfg = quick_config(epochs=4, eval_every=2, batch_size=16, knn_k=5, precision="fp32")
+    Trainer(cfg, train, test, progress=True).fit()
+    bar = capsys.readouterr().err
+    assert "knn=" in bar and "nan" not in bar, bar
+    assert "(untrained)" in bar and "(epoch 2)" in bar, bar  # before the first evaluation, then after epoch 2
+
+
+def _every_path(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+
+EARLY = [  # refused before any data or checkpoint is loaded
+    (["train", "--data", "{folder}", "--device", "cuda:99", "--out", "{out}"], "no such CUDA GPU here"),
+    (["train", "--data", "{tmp}/no/such/folder", "--out", "{out}"], "no/such/folder does not exist"),
+    (["train", "--data", "{tmp}/imgs/train/red", "--out", "{out}"], "train does not exist"),
+    (["train", "--data", "{folder}", "--tau", "0", "--out", "{out}"], "tau=0.0 must be > 0"),
+    (["train", "--data", "{folder}", "--objective", "nce", "--nce-m", "0", "--out", "{out}"], "must be at least 1"),
+    (["train", "--data", "{folder}", "--objective", "parametric", "--tau", "0.1", "--out", "{out}"], "--tau is not read"),
+    (["train", "--data", "{folder}", "--augment", "crop=0.5", "--out", "{out}"], "KEY one of crop_min"),
+    (["train", "--data", "{folder}", "--train-size", "-3", "--out", "{out}"], "train_size=-3 must be >= 0"),
+    (["semisup", "--data", "{folder}", "--fraction", "2", "--out", "{out}"], "fraction=2.0 must lie in (0, 1]"),
+    (["semisup", "--data", "{folder}", "--fraction", "0.5", "--steps", "0", "--out", "{out}"], "steps=0 must be"),
+    (["semisup", "--data", "{folder}", "--fraction", "0.5", "--checkpoint", "{tmp}/none.pt", "--out", "{out}"],
+     "no such file"),
+    (["semisup", "--data", "{folder}", "--fraction", "0.5", "--checkpoint", "shipped:nope", "--out", "{out}"],
+     "no shipped checkpoint named 'nope'"),
+    (["semisup", "--data", "{tmp}/no/such", "--fraction", "0.5", "--out", "{out}"], "no/such does not exist"),
+    (["embed", "--data", "{tmp}/no/such", "--out", "{out}/f.npz"], "no/such does not exist"),
+    (["embed", "--data", "{folder}", "--out", "{tmp}/imgs"], "is a folder"),
+    (["embed", "--data", "{folder}", "--checkpoint", "{tmp}/none.pt", "--out", "{out}/f.npz"], "no such file"),
+]
+LATE = [  # refused once the data says so: still nothing left behind, not even the folders --out named
+    (["train", "--data", "{folder}", "--epochs", "1", "--batch-size", "500", "--out", "{out}"],
+     "batch_size=500 is larger than the dataset"),
+    (["train", "--data", "{folder}", "--epochs", "1", "--knn-k", "49", "--out", "{out}"], "must lie in [1, 48]"),
+]
+
+
+@pytest.mark.parametrize("argv, message, early", [(*case, True) for case in EARLY] + [(*case, False) for case in LATE])
+def test_refusals_come_first_and_leave_nothing_behind(folder, tmp_path, monkeypatch, capsys, argv, message, early):
+    from instdisc_lesson import cli
+
+    if early:  # loading anything would come too late: make it fail the test
+        def loaded(*args, **kwargs):
+            raise AssertionError("data or a checkpoint was loaded before the refusal")
+        for name in ("load_dataset", "pretrained_encoder"):
+            monkeypatch.setattr(cli, name, loaded)
+    out = tmp_path / "runs" / "deeper" / "run"
+    argv = [a.format(folder=folder, tmp=tmp_path, out=out) for a in argv]
+    before = _every_path(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and message in err and "Traceback" not in err, err
+    assert err.startswith("error: ") if early else err.splitlines()[-1].startswith("error: "), err
+    assert _every_path(tmp_path) == before  # no --out folder, no parent of it, no lock, no temporary file

@@ -51,9 +51,10 @@ def test_cifar10_offline_gives_clear_message(tmp_path, monkeypatch):
         data.load_cifar10(tmp_path / "empty", train=True)
     message = str(info.value)
     assert str(tmp_path / "empty" / "cifar-10-batches-py") in message  # where to put the files
-    assert "INSTDISC_QUICK=1" in message and "INSTDISC_DATA" in message  # the other two ways out
+    assert "INSTDISC_BUDGET=quick" in message and "--data quick" in message and "INSTDISC_DATA" in message  # other ways
     assert "URLError" in message  # and what actually went wrong
     assert info.value.__cause__ is None and info.value.__suppress_context__  # no urllib traceback chain
+    assert not (tmp_path / "empty").exists()  # the folder made for the download is gone again
 
 
 def test_cifar10_corrupt_files_give_clear_message(tmp_path):

@@ -14,6 +14,7 @@ for the network. Skipped, saying why, without Chromium or Playwright (fails inst
 """
 from __future__ import annotations
 
+from html.parser import HTMLParser
 from pathlib import Path
 
 import nbformat
@@ -47,7 +48,7 @@ def tiny_site(tmp_path_factory):
         "import ipywidgets as W\nout = W.Output()\ndisplay(W.VBox([W.IntSlider(), out]))\nwith out:\n    print(1)")
     progress = nbformat.v4.new_code_cell("from tqdm.auto import tqdm\nfor _ in tqdm(range(3), desc='steps'):\n    pass")
     _notebook(notebooks / "00_ok.ipynb", "00 · Fine", nbformat.v4.new_code_cell("print(6 * 7)"), slider, progress,
-              exercise)
+              nbformat.v4.new_markdown_cell("## 1 · First part: `code`\n\ntext\n\n### A detail"), exercise)
     _notebook(notebooks / "01_broken.ipynb", "01 · Broken", nbformat.v4.new_code_cell("x = 1"),
               nbformat.v4.new_code_cell("# a comment first\nraise ValueError('boom')"),
               nbformat.v4.new_code_cell("print('never')"))
@@ -80,7 +81,7 @@ def test_expected_exercise_errors_become_a_note(tiny_site):
     assert "steps: 100%" in page and "3/3" in page  # a progress bar (a widget) shows its last state as text
     assert "Traceback" not in page and 'class="output_error"' not in page and "This notebook failed" not in page
     executed = nbformat.read(out / "00_ok.ipynb", as_version=4)  # the download keeps the real outputs
-    assert executed.cells[4].outputs[0].output_type == "error"
+    assert executed.cells[5].outputs[0].output_type == "error"
 
 
 def test_command_names_the_failed_notebook_and_exits_1(tiny_site, tmp_path, capsys):
@@ -88,8 +89,74 @@ def test_command_names_the_failed_notebook_and_exits_1(tiny_site, tmp_path, caps
     assert site.main(["--notebooks", str(notebooks), "--out", str(tmp_path), "--only", "01", "--timeout", "60"]) == 1
     err = capsys.readouterr().err
     assert "FAILED 01_broken.ipynb: code cell 2" in err and "ValueError: boom" in err
-    with pytest.raises(SystemExit, match="no notebook"):
-        site.main(["--notebooks", str(notebooks), "--out", str(tmp_path), "--only", "99"])
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--notebooks", "{tmp}/no/such"], "--notebooks {tmp}/no/such: no such folder"),
+    (["--notebooks", "{tmp}/empty"], "--notebooks {tmp}/empty holds no .ipynb files"),
+    (["--notebooks", "{tmp}/nbs", "--only", "99"], "--only 99: no notebook in {tmp}/nbs starts with that"),
+    (["--notebooks", "{tmp}/nbs", "--out", "{tmp}/nbs"], "--out {tmp}/nbs: that is the notebooks' own folder"),
+    (["--notebooks", "{tmp}/nbs", "--timeout", "0"], "--timeout 0: give a positive number of seconds"),
+])
+def test_the_command_refuses_first_as_argparse_does_and_writes_nothing(tmp_path, capsys, args, message):
+    """A missing or empty notebooks folder, an --only that matches nothing: exit 2 with argparse's usage error,
+    like the course's other commands, before any notebook runs; no --out folder is made."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "nbs").mkdir()
+    _notebook(tmp_path / "nbs" / "00_a.ipynb", "00 · A")  # never executed: the refusal comes first
+    args = [arg.format(tmp=tmp_path) for arg in args]
+    before = sorted(tmp_path.rglob("*"))
+    with pytest.raises(SystemExit) as stop:
+        site.main(args + ([] if "--out" in args else ["--out", str(tmp_path / "site")]))
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and err.startswith("usage: python -m instdisc_lesson.site"), err
+    assert f"python -m instdisc_lesson.site: error: {message.format(tmp=tmp_path)}" in err, err
+    assert sorted(tmp_path.rglob("*")) == before
+
+
+class _Links(HTMLParser):
+    """Every link of a page, ``(attributes, text)``, and where it is: in a ``nav`` bar, in the table of contents."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.page, self.links, self.inside, self.ids = page, [], [], set()
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self.ids.add(attrs.get("id"))
+        if tag in ("nav", "details"):
+            self.inside.append(attrs.get("class", ""))
+        if tag == "a":
+            self.links.append([{**attrs, "in": " ".join(self.inside)}, ""])
+
+    def handle_endtag(self, tag):
+        if tag in ("nav", "details"):
+            self.inside.pop()
+
+    def handle_data(self, data):
+        if self.links and self.lasttag in ("a", "code"):
+            self.links[-1][1] += data
+
+    def where(self, part: str) -> list[tuple[dict, str]]:
+        return [(attrs, text.strip()) for attrs, text in self.links if part in attrs["in"]]
+
+
+def test_pages_link_to_the_previous_and_next_notebook_and_their_own_sections(tiny_site):
+    _, out, _ = tiny_site
+    first, second = _Links((out / "00_ok.html").read_text()), _Links((out / "01_broken.html").read_text())
+    bars = first.where("site-nav")
+    assert [(a["href"], a.get("rel"), text) for a, text in bars] == [
+        ("index.html", None, "All notebooks"), ("01_broken.html", "next", "01 · Broken →")] * 2  # top and bottom
+    assert [(a["href"], a.get("rel"), text) for a, text in second.where("site-nav")][:2] == [
+        ("index.html", None, "All notebooks"), ("00_ok.html", "prev", "← 00 · Fine")]
+    course = [(a["href"], a.get("aria-current"), text) for a, text in first.where("site-course")]
+    assert course == [("00_ok.html", "page", "00 · Fine"), ("01_broken.html", None, "01 · Broken")]
+    toc = first.where("site-toc")
+    assert [text for _, text in toc] == ["1 · First part: code", "A detail"], toc
+    assert all(a["href"].startswith("#") and a["href"][1:] in first.ids for a, _ in toc)  # each to its heading
+    assert not second.where("site-toc") and site.site_navigation.CONTENTS not in second.page
+    assert not [a for a, _ in first.links if a.get("href", "").startswith("http") and "site" in a["in"]]
 
 
 def test_widgets_and_badge_are_made_static():
@@ -156,3 +223,39 @@ def test_site_pages_in_chromium_offline(chromium, tmp_path, monkeypatch):
     assert state["solutions"] >= 1
     assert network == [], f"the page asked for the network: {network}"
     assert broken == [], f"files missing from the site: {broken}"
+
+
+def test_navigation_in_chromium_offline(chromium, tiny_site):
+    """The tiny site in a real browser, from file:// with the network blocked: next and previous move between the
+    pages, every table-of-contents entry reaches its section (CSS :target), the course list reaches every page."""
+    from playwright.sync_api import sync_playwright
+
+    _, out, _ = tiny_site
+    network = []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1000, "height": 500})
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
+                       else (network.append(route.request.url), route.abort()))
+            page.goto((out / "index.html").as_uri())
+            page.click("a[href='00_ok.html']")
+            page.locator("nav.site-nav").first.locator("a[rel=next]").click()
+            assert page.url.endswith("/01_broken.html")
+            page.locator("nav.site-nav").last.locator("a[rel=prev]").click()  # the bar at the bottom
+            assert page.url.endswith("/00_ok.html")
+            entries = page.locator("details.site-toc a")
+            targets = []
+            for i in range(entries.count()):
+                entries.nth(i).click()
+                targets.append((entries.nth(i).get_attribute("href"),
+                                page.evaluate("'#' + (document.querySelector(':target') || {}).id")))
+            page.click("details.site-course summary")
+            page.click("details.site-course a[href='01_broken.html']")
+            assert page.url.endswith("/01_broken.html")
+            page.locator("nav.site-nav").first.locator("a.site-index").click()
+            assert page.url.endswith("/index.html")
+        finally:
+            browser.close()
+    assert len(targets) == 2 and all(href == target for href, target in targets), targets
+    assert network == [], f"the pages asked for the network: {network}"

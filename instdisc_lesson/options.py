@@ -1,0 +1,221 @@
+"""What ``python -m instdisc_lesson --help`` says: every option of ``train``, ``semisup`` and ``embed``.
+
+Taught in notebook 06. Each help names the default that will actually be used. Many of ``train``'s depend on
+where the run is, so they are given for the three cases of ``recipe.preset``, named alike in every help:
+
+    quick set   --data quick: the settings calibrated on the generated shapes (``recipe.QUICK_DEFAULTS``);
+    CPU         any other data without a GPU (the quick budget): fitted to the images (``recipe.fitted_config``);
+    paper       a GPU (the gpu and paper budgets) or --preset: the paper's run (``recipe.paper_config``).
+
+The numbers come from the modules that use them, so the help cannot drift from the code.
+"""
+from __future__ import annotations
+
+import argparse
+
+from .memory_bank import BANK_MOMENTUM
+from .models import MODELS
+from .nce import NCE_M
+from .objectives import TAU
+from .pic import PIC_TAU
+from .recipe import CPU_SECONDS, MAX_PASSES, QUICK_DEFAULTS as QUICK
+from .registry import OBJECTIVES
+from .views import _KEYS as AUGMENT_KEYS, MARKS_BATCH, MARKS_TAU
+
+# Written out at 79 columns: argparse prints these as they are (RawDescriptionHelpFormatter).
+TRAIN = """\
+Train an encoder by instance discrimination (no labels), then report its kNN
+and linear accuracy on the test images beside the untrained network's and
+raw pixels'. It prints the settings it chose, why, and the time it expects.
+
+Unset options take the defaults of one of three cases, named in each help:
+  quick set  --data quick: settings calibrated on the 2,000 generated shapes.
+  CPU        other data without a GPU: settings fitted to the training
+             images, and as many epochs as fit in {cap} minutes here.
+  paper      a GPU, or --preset paper: the paper's run (ResNet-18, NCE
+             m = {m}, 200 epochs).
+--preset decides first, then --data quick, then the machine (which
+INSTDISC_BUDGET=quick|gpu|paper overrides).""".format(cap=CPU_SECONDS // 60, m=NCE_M)
+
+EXAMPLES = """\
+examples:
+  python -m instdisc_lesson train --data quick --out runs/quick
+  python -m instdisc_lesson train --data path/to/my_images --out runs/mine
+  python -m instdisc_lesson train --preset paper --data cifar10 \\
+      --model convnet --objective softmax --out runs/paper
+  torchrun --standalone --nproc_per_node 2 -m instdisc_lesson train \\
+      --data quick --objective nce --epochs 3 --out runs/ddp
+
+More in docs/cli.md: the fitted defaults, the network a run keeps, and what
+is refused and why."""
+
+TORCHRUN = """\
+`torchrun --nproc_per_node N -m instdisc_lesson train ...` trains on N
+processes (CPU: gloo; one GPU each: NCCL). --batch-size is then the global
+batch, and rank 0 alone writes --out (notebook 08)."""
+
+SEMISUP = ("Few labels (notebook 09): a pretrained network with only --fraction of the training labels, four ways "
+           "on the same labelled images: kNN and a linear probe on frozen features, fine-tuning every weight, and "
+           "the same network trained from scratch (the baseline). Writes --out/metrics.json.")
+
+EMBED = ("Write the features of every image in a folder (read at any depth, each resized to 32x32 as for training) "
+         "from a trained network, with the images' file names, to one .npz file for your own analysis.")
+
+DEVICE = "cuda, cuda:N, mps or cpu (default: the best here: CUDA, then MPS, then the CPU)"
+
+
+def _per_case(quick, cpu, paper) -> str:
+    """``Default: quick set: 0.1; CPU: 0.07; paper: 0.07``, cases of the same value named together."""
+    cases = {}
+    for case, value in (("quick set", quick), ("CPU", cpu), ("paper", paper)):
+        cases.setdefault(str(value), []).append(case)
+    return "Default: " + "; ".join(f"{' and '.join(names)}: {value}" for value, names in cases.items())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m instdisc_lesson",
+                                     description="Instance discrimination (InstDisc, Wu et al. "
+                                                 "2018; PIC): the course's command line.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,semisup,embed}")
+    t = sub.add_parser("train", help="train an encoder by instance discrimination and report its kNN accuracy",
+                       usage="%(prog)s --out FOLDER [--data quick|cifar10|FOLDER] [OPTION ...]", description=TRAIN,
+                       epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    _data_options(t.add_argument_group("data"))
+    _objective_options(t.add_argument_group("objective and network"))
+    _optimisation_options(t.add_argument_group("optimisation"))
+    _evaluation_options(t.add_argument_group("evaluation"))
+    _run_options(t.add_argument_group("run"))
+    t.add_argument_group("distributed (torchrun)", TORCHRUN).add_argument(
+        "--sync-bn", dest="sync_batchnorm", action="store_true", default=None,
+        help="on GPUs: BatchNorm statistics over the global batch (SyncBatchNorm); default: each process's own")
+    _semisup_options(sub.add_parser("semisup", help="few labels: kNN, linear probe, fine-tuning and training from "
+                                    "scratch on a fraction of the labels (notebook 09)", description=SEMISUP))
+    _embed_options(sub.add_parser("embed", help="write the features of a folder of images (with their file names) "
+                                  "to a .npz", description=EMBED))
+    return parser
+
+
+def _semisup_options(f) -> None:
+    f.add_argument("--data", default=None, metavar="quick|cifar10|FOLDER",
+                   help="as for train (default: quick without a GPU, else cifar10)")
+    f.add_argument("--data-root", default=None, metavar="FOLDER",
+                   help="where CIFAR-10 is, or is downloaded to (default: $INSTDISC_DATA, else data/)")
+    f.add_argument("--checkpoint", default="shipped", metavar="shipped|FILE", help="the pretrained network: "
+                   "'shipped' (the default: the course's CIFAR-10 ConvNet trained by the paper's recipe for 200 "
+                   "epochs), 'shipped:60-epoch' (the first one, which the few-labels records used), or a train run's "
+                   "checkpoint.pt (the network it kept)")
+    f.add_argument("--fraction", type=float, required=True, metavar="F", help="share of the training labels used, "
+                   "in (0, 1], e.g. 0.01: 1%% of the images, the same number from every class")
+    f.add_argument("--steps", type=int, default=600, metavar="N", help="SGD steps of fine-tuning and of training "
+                   "from scratch, whatever the fraction (default: 600)")
+    f.add_argument("--eval-every", type=int, default=100, metavar="N", help="test accuracy every N steps, for the "
+                   "curves in metrics.json (default: 100; 0: at the end only)")
+    f.add_argument("--seed", type=int, default=0,
+                   help="which images are labelled, and the training seed (default: 0)")
+    f.add_argument("--device", default=None, help=DEVICE)
+    f.add_argument("--out", required=True, metavar="FOLDER", help="folder for metrics.json (created if missing)")
+
+
+def _embed_options(e) -> None:
+    e.add_argument("--checkpoint", default="shipped", metavar="shipped|FILE", help="a train run's checkpoint.pt "
+                   "(the network it kept), 'shipped' (the default: the paper's recipe, 200 epochs, on CIFAR-10) or "
+                   "'shipped:60-epoch'")
+    e.add_argument("--data", required=True, metavar="FOLDER", help="a folder of images, read at any depth; files "
+                   "that are not readable images are left out with a warning")
+    e.add_argument("--device", default=None, help=DEVICE)
+    e.add_argument("--out", required=True, metavar="FILE.npz", help="the .npz to write: features (n, d) float32, "
+                   "unit length, and files (n,): the images' paths under --data")
+
+
+def _data_options(g) -> None:
+    g.add_argument("--data", default=None, metavar="quick|cifar10|FOLDER", help="'quick' (2,000 generated shapes, "
+                   "offline), 'cifar10' (downloaded into --data-root the first time, about 170 MB) or a FOLDER of "
+                   "your own with train/<class>/<images> and optionally test/<class>/<images> (else a fifth of each "
+                   "class is held out for testing). Own images, of any size and mode, are centre-cropped, resized to "
+                   "32x32 RGB and all held in memory (3 KB each: 100,000 images take 300 MB). Labels (the class "
+                   "folders) are used only to evaluate. Default: quick without a GPU, else cifar10")
+    g.add_argument("--data-root", default=None, metavar="FOLDER", help="where CIFAR-10 is, or is downloaded to "
+                   "(default: $INSTDISC_DATA, else data/)")
+    g.add_argument("--train-size", type=int, metavar="N", help="pretrain on N training images, a random subset; kNN "
+                   "still searches every training image (default: 0, all of them)")
+    g.add_argument("--augment", default=None, metavar="VIEWS", help="the views: 'paper' (the paper's recipe for colour "
+                   "photos), 'fitted' (chosen by looking at the training images), or KEY=VALUE,... on top of the "
+                   f"default, with KEY one of {', '.join(AUGMENT_KEYS)} (e.g. crop_min=0.5,p_flip=0). Default: fitted "
+                   "for a folder of your own (without --preset), the paper's for quick and cifar10")
+    g.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None, help="the horizontal mirror: "
+                   "--no-flip where orientation matters (a mirrored symbol is another symbol). Default: on, except for "
+                   "grey marks on a plain background when the views are fitted")
+
+
+def _objective_options(g) -> None:
+    g.add_argument("--preset", choices=("paper", "course"), help="paper: the paper's run as written, anywhere "
+                   "(one-shot Z, random bank, 200 epochs); course: the same with the course's deviations (--z-mode "
+                   "ema, --bank-init features). Default: none, the case's defaults (see above)")
+    g.add_argument("--objective", choices=OBJECTIVES, help="parametric softmax (eq. 1), non-parametric softmax over "
+                   "all n (eq. 2), NCE (eqs. 4-7), or PIC (Cao et al. 2020: cosine softmax, MLP head). "
+                   + _per_case(QUICK["objective"], "softmax", "nce"))
+    g.add_argument("--model", choices=MODELS, help="a small ConvNet (fast on a CPU) or ResNet-18 for CIFAR. "
+                   + _per_case(QUICK["model"], "convnet", "resnet18"))
+    g.add_argument("--dim", type=int, metavar="D", help="size of the features and the memory bank (default: 128)")
+    g.add_argument("--tau", type=float, help="temperature (eqs. 2-3). " + _per_case(
+                   QUICK["tau"], f"{TAU}, or {MARKS_TAU} for grey marks on a plain background", TAU)
+                   + f"; PIC's own {PIC_TAU} in every case. Not read by parametric")
+    g.add_argument("--nce-m", type=int, metavar="M", help="NCE: noise samples per image. "
+                   + _per_case(QUICK["nce_m"], f"an eighth of the training images, at most {NCE_M}", NCE_M))
+    g.add_argument("--z-mode", choices=("ema", "once"), help="NCE: the normaliser Z as a running average of the "
+                   "batches' estimates (ema) or fixed from the first batch (once, the paper). Default: quick set and "
+                   "CPU: ema; paper: once (--preset course: ema)")
+    g.add_argument("--z-estimator", choices=("noise", "all"), help="NCE: Z from the m noise scores (eq. 7) or from "
+                   "all 1 + m, the positive included (the paper's code). Default: noise")
+    g.add_argument("--bank-momentum", type=float, metavar="MOMENTUM", help="memory bank: how much of a row's old value "
+                   f"it keeps at each update (default: {BANK_MOMENTUM}, from the paper's code)")
+    g.add_argument("--bank-init", choices=("random", "features"), help="start the bank (PIC: its weight rows) from "
+                   "random vectors (the paper) or the untrained network's features. Default: quick set and CPU: "
+                   "features; paper: random (--preset course: features)")
+    g.add_argument("--lam", type=float, metavar="LAMBDA", help="proximal weight lambda of eqs. 8-9 (default: 0, off; "
+                   "the paper tries 10-50)")
+    g.add_argument("--window", type=int, metavar="D", help="PIC: a sliding window of D instances per epoch "
+                   "(default: 0, all n)")
+    g.add_argument("--stride", type=int, metavar="S", help="PIC: how far the window moves each epoch (default: D)")
+    g.add_argument("--recent-k", type=int, metavar="K", help="PIC: negatives from the K most recent instances only "
+                   "(default: 0, all n)")
+    g.add_argument("--correction", action=argparse.BooleanOptionalAction, default=None, help="PIC: keep the weight "
+                   "rows a step did not sample still under momentum and weight decay (default: on; --no-correction "
+                   "lets them move, as plain SGD would)")
+
+
+def _optimisation_options(g) -> None:
+    g.add_argument("--epochs", type=int, help="passes over the training images. " + _per_case(
+                   QUICK["epochs"], f"as many as fit in the {CPU_SECONDS // 60}-minute cap a default run may take, "
+                   f"timed here before it starts (at most {MAX_PASSES})", "200, the paper's"))
+    g.add_argument("--batch-size", type=int, metavar="B", help="images per step (under torchrun: over all processes). "
+                   + _per_case(QUICK["batch_size"], f"128, at most a quarter of the images, or {MARKS_BATCH} for grey "
+                               "marks", 128))
+    g.add_argument("--lr", type=float, help="SGD learning rate, x0.1 at 60%% and 80%% of the epochs (default: 0.03, "
+                   "the paper's; momentum 0.9, weight decay 5e-4)")
+    g.add_argument("--seed", type=int, help="random seed (default: 0)")
+    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="the network's arithmetic (the objective, "
+                   "bank and kNN stay fp32). Default: quick set: fp32; CPU and paper: auto, both timed "
+                   "here and the faster kept")
+    g.add_argument("--memory-format", choices=("auto", "contiguous", "channels_last"), help="the network's memory "
+                   "layout. Default: quick set: contiguous; CPU and paper: auto, timed with the "
+                   "precision")
+    g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: off; its "
+                   "warm-up is reported apart)")
+
+
+def _evaluation_options(g) -> None:
+    g.add_argument("--knn-k", type=int, metavar="K", help="neighbours of the weighted kNN on the test images. "
+                   + _per_case(QUICK["knn_k"], "4%% of the smallest class's images, 5 to 200", 200))
+    g.add_argument("--eval-every", type=int, metavar="N", help="kNN every N epochs, and always after the last. "
+                   + _per_case(QUICK["eval_every"], "a tenth of the epochs", 1))
+
+
+def _run_options(g) -> None:
+    g.add_argument("--out", required=True, metavar="FOLDER", help="the run's folder, created if missing: checkpoint.pt "
+                   "(after every epoch), history.json (loss and kNN per epoch), metrics.json (the results and the "
+                   "config) and report.png (curves, nearest neighbours, UMAP; needs matplotlib). A folder that already "
+                   "holds a run is refused unless --resume")
+    g.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete epoch "
+                   "(the same options, or it is refused)")
+    g.add_argument("--device", default=None, help=DEVICE)
