@@ -100,13 +100,18 @@ def plot_embeddings(embeddings: dict, labels, classes, title: str = "UMAP of the
     labels = np.asarray(labels)
     cmap = plt.get_cmap("tab10")
     for ax, (name, xy) in zip(axes[0], embeddings.items()):
+        size = min(6.0, 6000 / len(xy))  # 1,000 points at 6; 10,000 small enough that the classes' mix shows
         for c in range(len(classes)):
             pts = xy[labels == c]
-            ax.scatter(pts[:, 0], pts[:, 1], s=6, color=cmap(c % 10), label=classes[c])
+            ax.scatter(pts[:, 0], pts[:, 1], s=size, alpha=1.0 if size >= 6 else 0.6, color=cmap(c % 10),
+                       label=classes[c], linewidths=0)
         ax.set_title(name, fontsize=10)
         ax.set_xticks([]), ax.set_yticks([])
         ax.set_xlabel("UMAP 1"), ax.set_ylabel("UMAP 2")
-    axes[0, -1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    legend = axes[0, -1].legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    for handle in legend.legend_handles:
+        handle.set_alpha(1.0)
+        handle.set_sizes([20])
     fig.suptitle(title)
     fig.tight_layout()
     return fig

@@ -31,6 +31,9 @@ Files in ``instdisc_lesson/assets/``:
   class) are the kNN reference set and the last 500 are the queries.
 - ``cifar10_test_sample_<name>.npz`` for the other checkpoints: the same record (features of the first 16,
   kNN on the sample's split) for that model, without the images.
+- ``cifar10_test_umap_paper200.npz``: the 2-D UMAP of all 10,000 CIFAR-10 test images under the default
+  checkpoint, the same network untrained and raw pixels, with per-class kNN top-1 (k = 200, all 50,000 training
+  images as the reference) and the labels (``benchmarks/export_umap.py``; notebook 05 draws it).
 
 The loaders check every file's SHA-256 against the values below. A damaged or replaced file
 raises :class:`PretrainedError`, and the message says how to restore it.
@@ -73,6 +76,7 @@ SHA256 = {
     "cifar10_test_sample_paper200.npz": "7a998785c85b14f5e0cd32f1e4bd56f50a874658b0ce6a519bf84a64a9c71ab0",
     "convnet_cifar10_instdisc.pt": "bf3f53e1449dde15e771277448d4c6c759aacb581e61a4a951d66d5c7ba5218e",
     "cifar10_test_sample.npz": "060c07046a68323514497affb25c632bde0940775f263194c8580999886595ee",
+    "cifar10_test_umap_paper200.npz": "930be23fa23fc5ec5401b6f3f1de24aa1c123c432a882a939539a13ac690a332",
 }
 CHECKPOINT = ASSETS / SHIPPED[DEFAULT].file        # the default checkpoint's file
 SAMPLE = ASSETS / "cifar10_test_sample.npz"         # the 1,000 images (and the 60-epoch model's record)
@@ -132,6 +136,16 @@ def load_pretrained(device=None, name: str = DEFAULT):
     model.load_state_dict(state["state_dict"])
     info = {k: state[k] for k in ("config", "made_by", "metrics")}
     return model.to(get_device(device)).eval(), info
+
+
+def load_test_umap(name: str = DEFAULT) -> dict:
+    """The shipped UMAP of the 10,000 CIFAR-10 test images (``benchmarks/export_umap.py``), checksum-verified:
+    ``labels`` (10,000,), ``classes``, and for each of ``"shipped"``, ``"untrained"``, ``"pixels"`` the 2-D points
+    ``xy_<set>`` (10,000, 2) and ``knn_per_class_<set>`` (10,), each class's kNN top-1 in [0, 1]."""
+    import numpy as np
+
+    with np.load(verify(ASSETS / f"cifar10_test_umap_{name}.npz")) as z:
+        return {k: z[k].astype(np.float32) if k.startswith("xy_") else z[k] for k in z.files}
 
 
 def load_sample(name: str = DEFAULT):

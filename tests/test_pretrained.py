@@ -140,3 +140,18 @@ def test_the_command_line_names_a_shipped_checkpoint_after_a_colon():
     assert (sixty.epochs, sixty.bank_init) == (60, "features") and (paper.epochs, paper.bank_init) == (200, "random")
     with pytest.raises(PretrainedError, match="ships paper200, 60-epoch"):
         pretrained_encoder("shipped:best", "cpu")
+
+
+def test_the_test_set_umap_belongs_to_the_shipped_network():
+    """The UMAP asset's per-class kNN, averaged over the 10 balanced classes, is each feature set's kNN on the 10,000
+    test images as recorded with the checkpoint: a map of another network (or the untrained one under the shipped
+    name, or labels in another order) would not average to these."""
+    import numpy as np
+
+    umap_ = pretrained.load_test_umap()
+    metrics = pretrained.load_pretrained()[1]["metrics"]
+    labels = umap_["labels"]
+    assert len(labels) == 10_000 and np.bincount(labels).tolist() == [1_000] * 10
+    for name, key in (("shipped", "knn_top1"), ("untrained", "random_init_knn_top1"), ("pixels", "raw_pixel_knn_top1")):
+        assert umap_[f"xy_{name}"].shape == (10_000, 2) and np.isfinite(umap_[f"xy_{name}"]).all()
+        assert abs(umap_[f"knn_per_class_{name}"].mean() - metrics[key]) <= 3 / 10_000, (name, metrics[key])
