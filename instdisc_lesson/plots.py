@@ -100,7 +100,7 @@ def plot_embeddings(embeddings: dict, labels, classes, title: str = "UMAP of the
     labels = np.asarray(labels)
     cmap = plt.get_cmap("tab10")
     for ax, (name, xy) in zip(axes[0], embeddings.items()):
-        size = min(6.0, 6000 / len(xy))  # 1,000 points at 6; 10,000 small enough that the classes' mix shows
+        size = min(6.0, 20000 / len(xy))  # 1,000 points at 6; 10,000 at 2, small enough that the mix shows
         for c in range(len(classes)):
             pts = xy[labels == c]
             ax.scatter(pts[:, 0], pts[:, 1], s=size, alpha=1.0 if size >= 6 else 0.6, color=cmap(c % 10),
