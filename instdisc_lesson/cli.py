@@ -13,6 +13,9 @@ untrained, on the same data), ``raw_pixel_knn_top1``, ``history`` and ``config``
 ends with its last epoch's network unless the untrained one scores higher by leave-one-out kNN on the
 training images (``kept_epoch`` 0, ``kept_knn_top1``); ``semisup --checkpoint`` uses the kept network.
 
+``python -m instdisc_lesson reproduce table1`` trains the paper's Table 1 rows through ``train_command``, one after
+another (``reproduce.py``).
+
 The same command runs on N processes (CPU with gloo, or one GPU each with NCCL) under torchrun;
 ``--batch-size`` is then the global batch, and rank 0 alone writes (notebook 08):
 
@@ -320,6 +323,10 @@ def main(argv=None) -> int:
             semisup_command(args)
         elif args.command == "embed":
             embed_command(args)
+        elif args.command == "reproduce":
+            from .reproduce import reproduce_command
+
+            reproduce_command(args)
     except (ValueError, CheckpointError, DatasetUnavailableError) as err:
         lines = str(err).splitlines()
         parser.exit(2, f"error: {lines[0]}\n" + "".join(f"  {line}\n" for line in lines[1:]))
@@ -327,6 +334,9 @@ def main(argv=None) -> int:
         parser.exit(3, f"error: {err}\n")
     except KeyboardInterrupt as stop:
         how, code = ("terminated (SIGTERM)", 143) if isinstance(stop, Terminated) else ("interrupted", 130)
+        if args.command == "reproduce":
+            parser.exit(code, f"{how}: the finished rows are kept in {args.out}; the same command goes on from here "
+                        "(finished rows are skipped, the row under way resumes from its last complete epoch)\n")
         ckpt = Path(args.out).expanduser() / "checkpoint.pt" if args.out.strip() else None
         if ckpt is not None and ckpt.exists():
             parser.exit(code, f"{how}: the last complete epoch is saved in {ckpt.parent}; continue with --resume\n")

@@ -17,20 +17,23 @@ from .samplers import batches
 from .validate import trusted
 
 
-def expected_seconds(trainer, epochs: int | None = None, steps: int = 3, step_seconds: float | None = None) -> dict:
+def expected_seconds(trainer, epochs: int | None = None, steps: int = 3, step_seconds: float | None = None,
+                     eval_seconds: float | None = None) -> dict:
     """What the remaining epochs (to ``epochs``, default ``cfg.epochs``) will cost here:
     ``{"seconds", "step_seconds", "eval_seconds", "steps", "evaluations", "steps_per_epoch"}``. With
-    ``step_seconds`` (an earlier measurement) nothing is timed again."""
+    ``step_seconds`` (an earlier measurement) nothing is timed again; with ``eval_seconds`` (another run's on the
+    same network and images, as ``reproduce`` gives) the untrained network is not evaluated."""
     cfg = trainer.cfg
     target = cfg.epochs if epochs is None else epochs
-    trainer.baseline()
+    if eval_seconds is None:
+        trainer.baseline()
+        eval_seconds = trainer.monitor.eval_seconds or 0.0
     if step_seconds is None:
         step_seconds = _time_steps(trainer, steps)
     per_epoch = len(batches(torch.arange(trainer.epoch_size()), cfg.batch_size, min_size=2 * trainer.world))
     n_steps = max(target - trainer.epoch, 0) * per_epoch
     evaluations = 0 if trainer.test_set is None else sum(
         1 for e in range(trainer.epoch + 1, target + 1) if e % cfg.eval_every == 0 or e == target)
-    eval_seconds = trainer.monitor.eval_seconds or 0.0
     return {"seconds": n_steps * step_seconds + evaluations * eval_seconds, "step_seconds": step_seconds,
             "eval_seconds": eval_seconds, "steps": n_steps, "evaluations": evaluations, "steps_per_epoch": per_epoch}
 

@@ -1,4 +1,4 @@
-"""What ``python -m instdisc_lesson --help`` says: every option of ``train``, ``semisup`` and ``embed``.
+"""What ``python -m instdisc_lesson --help`` says: every option of ``train``, ``semisup``, ``embed`` and ``reproduce``.
 
 Taught in notebook 06. Each help names the default that will actually be used. Many of ``train``'s depend on
 where the run is, so they are given for the three cases of ``recipe.preset``, named alike in every help:
@@ -61,6 +61,31 @@ SEMISUP = ("Few labels (notebook 09): a pretrained network with only --fraction 
 EMBED = ("Write the features of every image in a folder (read at any depth, each resized to 32x32 as for training) "
          "from a trained network, with the images' file names, to one .npz file for your own analysis.")
 
+REPRODUCE = """\
+Train the rows of the paper's Table 1 at its schedule (--preset paper: 200
+epochs, lr 0.03 x0.1 at epochs 120 and 160) on CIFAR-10 here, one after
+another, and write the table: each row beside the paper's numbers and beside
+the course's shipped record of it. Before it starts it times a few steps of
+every row and prints the expected total; after every row it prints how many are
+done and when the rest should finish, and rewrites table1.md and table1.png in
+--out. Each row trains into --out/ROW with --resume: run the same command
+again after an interruption, and finished rows are skipped while the row under
+way continues from its last complete epoch.
+
+rows (in the order they run):
+{rows}"""
+
+REPRODUCE_EXAMPLES = """\
+examples:
+  python -m instdisc_lesson reproduce table1
+  python -m instdisc_lesson reproduce table1 --rows paper-softmax paper-nce-m4096
+  python -m instdisc_lesson reproduce table1 --model resnet18 --device cuda \\
+      --out runs/table1-resnet18       # the paper's network: its full run, on a GPU
+  python -m instdisc_lesson reproduce table1 --rows paper-softmax --epochs 2 \\
+      --out runs/table1-try            # minutes: see that it runs
+
+Each row's train command is printed as it starts. More in docs/cli.md."""
+
 DEVICE = "cuda, cuda:N, mps or cpu (default: the best here: CUDA, then MPS, then the CPU)"
 
 
@@ -76,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m instdisc_lesson",
                                      description="Instance discrimination (InstDisc, Wu et al. "
                                                  "2018; PIC): the course's command line.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,semisup,embed}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="{train,semisup,embed,reproduce}")
     t = sub.add_parser("train", help="train an encoder by instance discrimination and report its kNN accuracy",
                        usage="%(prog)s --out FOLDER [--data quick|cifar10|FOLDER] [OPTION ...]", description=TRAIN,
                        epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -92,7 +117,45 @@ def build_parser() -> argparse.ArgumentParser:
                                     "scratch on a fraction of the labels (notebook 09)", description=SEMISUP))
     _embed_options(sub.add_parser("embed", help="write the features of a folder of images (with their file names) "
                                   "to a .npz", description=EMBED))
+    _reproduce_options(sub.add_parser("reproduce", help="train the rows of the paper's Table 1 at its schedule here "
+                                      "and write the table beside the paper's and the shipped records",
+                                      usage="%(prog)s table1 [--rows NAME ...] [--out FOLDER] [OPTION ...]",
+                                      description=REPRODUCE.format(rows=_rows()), epilog=REPRODUCE_EXAMPLES,
+                                      formatter_class=argparse.RawDescriptionHelpFormatter))
     return parser
+
+
+def _rows() -> str:
+    from .records.definitions import PAPER200
+
+    return "\n".join(f"  {run.name:<22} {run.label}" for run in PAPER200)
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _reproduce_options(r) -> None:
+    from .records.definitions import PAPER200
+
+    r.add_argument("table", choices=("table1",), help="the table to reproduce: table1 (Wu et al. 2018, Table 1)")
+    r.add_argument("--rows", nargs="+", choices=[run.name for run in PAPER200], metavar="NAME",
+                   help="the rows to train, by name (listed above), in the order given (default: all of them)")
+    r.add_argument("--out", default="runs/table1", metavar="FOLDER", help="folder for the rows' runs (one "
+                   "folder each, as train writes them) and for table1.md and table1.png (default: runs/table1)")
+    r.add_argument("--model", choices=MODELS, help="the network: convnet (the default, as in the shipped records; "
+                   "a row takes 1-3 h on 2 CPU cores) or resnet18 (the paper's; on a GPU this is its full run)")
+    r.add_argument("--epochs", type=_positive, metavar="N", help="train N epochs instead of the paper's 200 (the lr "
+                   "steps follow: x0.1 at 60%% and 80%%), e.g. to try the command in minutes")
+    r.add_argument("--data-root", default=None, metavar="FOLDER", help="where CIFAR-10 is, or is downloaded to "
+                   "(default: $INSTDISC_DATA, else data/)")
+    r.add_argument("--device", default=None, help=DEVICE)
 
 
 def _semisup_options(f) -> None:

@@ -20,7 +20,7 @@ ZERO_MEANS = {"train_size": "all the training images", "window": "all n", "strid
 
 def check(args) -> None:
     """Refuse ``args`` (parsed by ``options.build_parser``) with one ValueError or CheckpointError, or return."""
-    {"train": _train, "semisup": _semisup, "embed": _embed}[args.command](args)
+    {"train": _train, "semisup": _semisup, "embed": _embed, "reproduce": _reproduce}[args.command](args)
 
 
 def run_folder(text: str) -> Path:
@@ -37,7 +37,7 @@ def _train(args) -> None:
     from .arguments import given
     from .augment import AugmentConfig
     from .config import budget, dataset_name, is_smoke
-    from .data import check_source
+    from .validate import check_data_source
     from .recipe import TrainConfig
     from .views import parse_augment
 
@@ -46,7 +46,7 @@ def _train(args) -> None:
     if (out / "checkpoint.pt").exists() and not args.resume:
         raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     _device(args.device)
-    check_source(args.data or dataset_name())
+    check_data_source(args.data or dataset_name())
     settings = given(args)
     for name, zero in ZERO_MEANS.items():
         if settings.get(name, 0) < 0:
@@ -63,7 +63,7 @@ def _train(args) -> None:
 
 def _semisup(args) -> None:
     from .config import dataset_name
-    from .data import check_source
+    from .validate import check_data_source
     from .validate import check_positive_int
 
     run_folder(args.out)
@@ -74,7 +74,7 @@ def _semisup(args) -> None:
     if args.eval_every < 0:
         raise ValueError(f"eval_every={args.eval_every} must be >= 0 (--eval-every; 0: at the end only)")
     _device(args.device)
-    check_source(args.data or dataset_name())
+    check_data_source(args.data or dataset_name())
     _checkpoint(args.checkpoint)
 
 
@@ -91,6 +91,19 @@ def _embed(args) -> None:
         raise ValueError(f"--out {args.out} is a folder: name the .npz file to write, e.g. --out {example}")
     _device(args.device)
     _checkpoint(args.checkpoint)
+
+
+def _reproduce(args) -> None:
+    """Every row's train command, as ``_train`` checks it, and no row folder holding a run finished with other
+    settings (the row names and --epochs were checked by argparse)."""
+    from .reproduce import chosen, finished, train_args
+
+    run_folder(args.out)
+    _device(args.device)
+    for run in chosen(args):
+        row = train_args(run, args)
+        _train(row)
+        finished(row)
 
 
 def _device(name: str | None) -> None:
