@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import data_root
+from .validate import check_data_source
 
 IMAGE_SIZE = 32
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -361,23 +362,8 @@ def course_data(root=None) -> tuple[InstanceDataset, InstanceDataset]:
     return load_dataset(dataset_name(), root, SMOKE_SIZES if is_smoke() else None)
 
 
-def check_source(name: str) -> None:
-    """Refuse, before anything is read, a ``--data`` that cannot be loaded: neither 'quick' nor 'cifar10', and no
-    folder with a ``train/`` folder inside. (CIFAR-10's files are looked for, or downloaded, when it is loaded.)"""
-    if name in ("quick", "cifar10"):
-        return
-    path = Path(name).expanduser()
-    layout = "a folder with train/<class>/<images> (and optionally test/<class>/<images>)"
-    if path.is_file():
-        raise ValueError(f"--data {name} is a file, not a folder: give {layout}")
-    if not path.exists():
-        raise ValueError(f"unknown data {name!r}: {path.absolute()} does not exist. Give 'quick', 'cifar10' or {layout}")
-    if not (path / "train").is_dir():
-        raise ValueError(f"image folder {path / 'train'} does not exist: expected {layout}")
-
-
 def _load(name: str, root=None) -> tuple[InstanceDataset, InstanceDataset]:
-    check_source(name)
+    check_data_source(name)
     if name == "quick":
         return load_quick()
     if name == "cifar10":

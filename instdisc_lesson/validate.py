@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 
@@ -194,3 +195,18 @@ def check_num_classes(num_classes: int | None, labels: torch.Tensor) -> None:
     if num_classes < 1 or top >= num_classes or int(labels.min()) < 0:
         raise ValueError(f"num_classes={num_classes} does not cover the labels, which run from {int(labels.min())} to "
                          f"{top}: pass num_classes={top + 1} or more, or leave it out to count them")
+
+
+def check_data_source(name: str) -> None:
+    """Refuse, before anything is read, a ``--data`` that cannot be loaded: neither 'quick' nor 'cifar10', and no
+    folder with a ``train/`` folder inside. (CIFAR-10's files are looked for, or downloaded, when it is loaded.)"""
+    if name in ("quick", "cifar10"):
+        return
+    path = Path(name).expanduser()
+    layout = "a folder with train/<class>/<images> (and optionally test/<class>/<images>)"
+    if path.is_file():
+        raise ValueError(f"--data {name} is a file, not a folder: give {layout}")
+    if not path.exists():
+        raise ValueError(f"unknown data {name!r}: {path.absolute()} does not exist. Give 'quick', 'cifar10' or {layout}")
+    if not (path / "train").is_dir():
+        raise ValueError(f"image folder {path / 'train'} does not exist: expected {layout}")
