@@ -37,6 +37,14 @@ HONOURED_TAGS = {"raises-exception", "nbval-raises-exception", "skip-execution",
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
+def test_a_lesson_is_at_most_12000_characters_of_prose(path):
+    """A notebook is a lesson, not the lab book: how records were made belongs in benchmarks/RESULTS.md."""
+    nb = json.loads(path.read_text())
+    prose = sum(len("".join(c["source"])) for c in nb["cells"] if c["cell_type"] == "markdown")
+    assert prose <= 12_000, f"{prose:,} characters of markdown"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
 def test_run_all_needs_no_cell_tag(path):
     nb = json.loads(path.read_text())
     tagged = [(i, t) for i, c in enumerate(nb["cells"]) for t in c.get("metadata", {}).get("tags", []) if t in HONOURED_TAGS]
