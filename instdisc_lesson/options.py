@@ -212,7 +212,7 @@ def _data_options(g) -> None:
 
 def _objective_options(g) -> None:
     g.add_argument("--preset", choices=("paper", "course"), help="paper: the paper's run as written, anywhere "
-                   "(one-shot Z, a random bank as in its code, 200 epochs); course: the same with the course's "
+                   "(one-shot Z, a random bank, 200 epochs); course: the same with the course's "
                    "deviations (--z-mode ema, --bank-init features). Default: none, the case's defaults (see above)")
     g.add_argument("--objective", choices=OBJECTIVES, help="parametric softmax (eq. 1), non-parametric softmax over "
                    "all n (eq. 2), NCE (eqs. 4-7), or PIC (Cao et al. 2020: cosine softmax, MLP head). "
@@ -233,7 +233,7 @@ def _objective_options(g) -> None:
     g.add_argument("--bank-momentum", type=float, metavar="MOMENTUM", help="memory bank: how much of a row's old value "
                    f"it keeps at each update (default: {BANK_MOMENTUM}, from the paper's code)")
     g.add_argument("--bank-init", choices=("random", "features"), help="start the bank (PIC: its weight rows) from "
-                   "random vectors (the paper's code) or the untrained network's features. Default: quick set and CPU: "
+                   "random vectors (the paper) or the untrained network's features. Default: quick set and CPU: "
                    "features; paper: random (--preset course: features)")
     g.add_argument("--lam", type=float, metavar="LAMBDA", help="proximal weight lambda of eqs. 8-9 (default: 0, off; "
                    "the paper tries 10-50)")

@@ -41,7 +41,7 @@ RUNS = [Run(*run) for run in [
       "--objective", "parametric"]),
     ("table1-nce-m10", "table1", "NCE m=10", TABLE1 + ["--objective", "nce", "--nce-m", "10"]),
     ("table1-nce-m512", "table1", "NCE m=512", TABLE1 + ["--objective", "nce", "--nce-m", "512"]),
-    ("z-once-random", "z_mode", "one-shot Z (paper), random bank (its code)",
+    ("z-once-random", "z_mode", "one-shot Z, random bank (paper)",
      SHORT + ["--objective", "nce", "--nce-m", "4096", "--tau", "0.07", "--z-mode", "once", "--bank-init", "random"]),
     ("z-ema-random", "z_mode", "EMA Z, random bank",
      SHORT + ["--objective", "nce", "--nce-m", "4096", "--tau", "0.07", "--z-mode", "ema", "--bank-init", "random"]),
