@@ -121,9 +121,10 @@ def _preset(defaults: dict, overrides: dict) -> TrainConfig:
 def paper_config(**overrides) -> TrainConfig:
     """The paper's CIFAR-10 run (Wu et al. 2018), as written: ResNet-18, NCE m = 4096, tau 0.07, 200 epochs,
     SGD lr 0.03 (x0.1 at epochs 120 and 160), Z from the first batch (eq. 7 over the noise samples) and then
-    fixed, a random bank. Where the paper and its code (lemniscate) differ, the paper is taken: tau 0.07 (the
-    CIFAR script's default is 0.1) and Z from the noise samples (the code averages the positive in too);
-    the horizontal flip is kept (the CIFAR script has it commented out). Evaluation is the course's: kNN with
+    fixed, a random bank (sec. 3.1). Where the paper and its code (lemniscate) differ, the paper is taken for tau
+    0.07 (the CIFAR script's default is 0.1) and Z from the noise samples (the code averages the positive in too),
+    the code for batch 128 and bank momentum 0.5 (the paper replaces a row by the new feature); the horizontal
+    flip is the course's (the CIFAR script has it commented out). Evaluation is the course's: kNN with
     sigma = 0.1 (the paper: sigma = tau = 0.07) and a ridge probe for the linear column (the paper: a linear SVM)."""
     return _preset({}, overrides)
 
