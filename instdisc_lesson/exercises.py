@@ -149,13 +149,37 @@ def check_proximal_grad(fn) -> None:
     _ok("gradient of the proximal term")
 
 
+def _drop_gains(records: dict) -> dict:
+    """The reference for :func:`check_drop_gains`."""
+    out = {}
+    for name, r in records.items():
+        drops = [round(f * r["config"]["epochs"]) for f in r["config"]["lr_milestones"]]
+        knn = {h["epoch"]: h["knn_top1"] for h in r["history"] if "knn_top1" in h}
+        out[name] = tuple(100 * (knn[min(e for e in knn if e > d)] - knn[max(e for e in knn if e <= d)]) for d in drops)
+    return out
+
+
 @exercise
-def check_milestones(fn) -> None:
-    """Notebook 06. ``fn(epochs)`` returns the epochs after which the learning rate drops x0.1 (paper: 120, 160 of 200)."""
-    for epochs, ref in ((200, [120, 160]), (50, [30, 40]), (12, [7, 10])):
-        got = list(fn(epochs))
-        assert got == ref, f"epochs={epochs}: got {got}, expected {ref} (60 % and 80 % of the run, rounded)"
-    _ok("learning-rate milestones")
+def check_drop_gains(fn, records: dict) -> None:
+    """Notebook 06. ``fn(records)`` returns ``{name: (first, second)}``: for each record, the kNN change in points
+    across each learning-rate drop, from the last evaluation at or before the drop's epoch to the first one after
+    it. The drops are at the record's own ``lr_milestones`` fractions of its ``epochs``, rounded."""
+    from . import records as shipped
+
+    short = shipped.load_experiment("table1")  # 10 epochs, kNN every 2: drops after epochs 6 and 8
+    for name, chosen in (("the 200-epoch records", records), ("the 10-epoch records", short)):
+        ref = _drop_gains(chosen)
+        try:
+            got = fn(chosen)
+        except (KeyError, ValueError, IndexError) as error:
+            raise AssertionError(f"{name}: your function raised {error!r}. Take each run's drops from its own config "
+                                 "(lr_milestones x epochs, rounded), not the 200-epoch run's 120 and 160") from error
+        assert got is not None and sorted(got) == sorted(ref), f"{name}: expected one entry per record, {sorted(ref)}"
+        for key, (first, second) in ref.items():
+            g = tuple(got[key])
+            assert len(g) == 2 and all(math.isclose(x, y, abs_tol=0.05) for x, y in zip(g, (first, second))), (
+                f"{name}, {key}: got {g}, expected ({first:.2f}, {second:.2f}) points: after minus before, x100")
+    _ok("what the learning-rate drops bought")
 
 
 @exercise

@@ -15,6 +15,7 @@ from instdisc_lesson.proximal import proximal_term
 
 TABLE1 = records.load_experiment("table1")
 SEMI = list(records.load_experiment("semi_supervised").values())
+PAPER200 = records.load_experiment("paper200")
 
 
 # -- right answers -------------------------------------------------------------------------------------------
@@ -109,6 +110,23 @@ def limits_bincount_argmax(tf, ty, qf, k, C):  # ties to the LARGER class: torch
     return counts.flip(1).argmax(1).neg().add(C - 1), narrow
 
 
+def drops_fixed(recs):  # the 200-epoch run's drops for every run
+    out = {}
+    for name, r in recs.items():
+        knn = {h["epoch"]: h["knn_top1"] for h in r["history"] if "knn_top1" in h}
+        out[name] = tuple(100 * (knn[d + 10] - knn[d]) for d in (120, 160))
+    return out
+
+
+def drops_to_end(recs):  # the gain from each drop to the last evaluation
+    out = {}
+    for name, r in recs.items():
+        knn = {h["epoch"]: h["knn_top1"] for h in r["history"] if "knn_top1" in h}
+        drops = [round(f * r["config"]["epochs"]) for f in r["config"]["lr_milestones"]]
+        out[name] = tuple(100 * (knn[max(knn)] - knn[max(e for e in knn if e <= d)]) for d in drops)
+    return out
+
+
 def grad_by_autograd(f, v, lam):  # right numbers, but differentiated, not derived: the check runs without autograd
     leaf = f.clone().requires_grad_(True)
     return torch.autograd.grad(proximal_term(leaf, v, lam), leaf)[0]
@@ -147,9 +165,11 @@ CASES = [  # (check, right answer, {mistake: wrong answer})
         "the 2 forgotten": lambda f, v, lam: lam * (f - v) / f.shape[0],
         "batch mean forgotten": lambda f, v, lam: 2 * lam * (f - v),
         "autograd instead of a derivation": grad_by_autograd}),
-    (exercises.check_milestones, lambda e: [round(0.6 * e), round(0.8 * e)], {
-        "the paper's epochs whatever the run": lambda e: [120, 160],
-        "rounded down": lambda e: [int(0.6 * e), int(0.8 * e)]}),
+    (functools.partial(exercises.check_drop_gains, records=PAPER200), exercises._drop_gains, {
+        "the paper's 120 and 160 for every run": drops_fixed,
+        "fractions, not points": lambda r: {k: tuple(x / 100 for x in v) for k, v in exercises._drop_gains(r).items()},
+        "before minus after": lambda r: {k: tuple(-x for x in v) for k, v in exercises._drop_gains(r).items()},
+        "from the drop to the run's end": drops_to_end}),
     (exercises.check_bank_megabytes, megabytes_right, {
         "MiB (2^20), not MB": lambda n, d, b, g, s: megabytes_right(n, d, b, g, s) * 1e6 / 2**20,
         "shards rounded down": lambda n, d, b, g, s: (n // g if s else n) * d * b / 1e6,
@@ -213,7 +233,7 @@ def _stub(*args, **kwargs):
 def test_an_unwritten_exercise_is_reported_not_raised(check, capsys):
     """Run All must reach the last cell: a stub (or a None answer) prints 'not attempted yet' instead of raising."""
     fn = getattr(exercises, check)
-    extra = {"check_table1_gaps": (TABLE1,), "check_stops_paying": (SEMI,)}.get(check, ())
+    extra = {"check_table1_gaps": (TABLE1,), "check_stops_paying": (SEMI,), "check_drop_gains": (PAPER200,)}.get(check, ())
     for answer in (_stub, None):
         fn(answer, *extra)
         out = capsys.readouterr().out
