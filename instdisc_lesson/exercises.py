@@ -232,22 +232,22 @@ def check_knn_limits(fn) -> None:
 
 
 @exercise
-def check_bank_megabytes(fn) -> None:
-    """Notebook 08. ``fn(n, d, bytes_per_value, gpus, sharded)`` returns the bank's megabytes (10^6 bytes) on
-    each GPU: all n rows on every GPU (replicated), or n / gpus rows each (sharded, rounded up)."""
-    cases = [  # worked by hand: rows x d x bytes, / 1e6
-        ((50_000, 128, 4, 1, False), 25.6),          # CIFAR-10, float32
-        ((1_281_167, 128, 4, 8, False), 655.957504),  # ImageNet, float32, on each of 8 GPUs
-        ((1_281_167, 128, 2, 8, False), 327.978752),  # ... in float16
-        ((1_281_167, 128, 2, 8, True), 40.997376),    # float16, sharded over 8: 160,146 rows each
-        ((1_001, 1_000, 4, 2, True), 2.004),          # 501 rows on each GPU: the last shard is not dropped
+def check_negative_ages(fn) -> None:
+    """Notebook 08. ``fn(n, B, K)`` returns ``(bank, queue)``: the mean age, in steps since its last write, of a
+    negative drawn uniformly from a memory bank at the end of an epoch (every image visited once, in batches of
+    B; n a multiple of B), and of one drawn from a queue of the K most recent features (K a multiple of B)."""
+    cases = [  # worked by hand: bank ages 1..n/B, one batch each; queue ages 1..K/B, one batch each
+        ((1_600, 64, 256), (13.0, 2.5)),            # the quick set of section 6: S = 25
+        ((50_000, 125, 4_000), (200.5, 16.5)),      # CIFAR-10 in batches of 125
+        ((1_281_024, 256, 65_536), (2502.5, 128.5)),  # ImageNet-sized, MoCo's K
     ]
-    for args, ref in cases:
-        got = fn(*args)
-        assert got is not None and math.isclose(got, ref, rel_tol=1e-9), (
-            f"n={args[0]}, d={args[1]}, {args[2]} bytes per value, {args[3]} GPUs, sharded={args[4]}: "
-            f"got {got}, expected {ref:.6g} MB (10^6 bytes, not 2^20; shards rounded up)")
-    _ok("bank memory per GPU")
+    for (n, B, K), ref in cases:
+        got = fn(n, B, K)
+        assert got is not None and len(got) == 2, "return a pair: (bank, queue)"
+        assert all(math.isclose(float(g), r, rel_tol=1e-9) for g, r in zip(got, ref)), (
+            f"n={n}, B={B}, K={K}: got {tuple(got)}, expected {ref}. After an epoch the bank's rows were written 1, 2, ..., "
+            "n/B steps ago, one batch each; the queue holds the last K/B batches")
+    _ok("the age of a negative")
 
 
 def _stops_paying(records, key, margin):

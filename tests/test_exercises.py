@@ -48,10 +48,6 @@ def grad_right(f, v, lam):
     return 2 * lam * (f - v) / f.shape[0]
 
 
-def megabytes_right(n, d, bytes_per_value, gpus, sharded):
-    return (math.ceil(n / gpus) if sharded else n) * d * bytes_per_value / 1e6
-
-
 def stops_right(records_, key, margin):
     ordered = sorted(records_, key=lambda r: r["fraction"])
     answer = None
@@ -170,10 +166,11 @@ CASES = [  # (check, right answer, {mistake: wrong answer})
         "fractions, not points": lambda r: {k: tuple(x / 100 for x in v) for k, v in exercises._drop_gains(r).items()},
         "before minus after": lambda r: {k: tuple(-x for x in v) for k, v in exercises._drop_gains(r).items()},
         "from the drop to the run's end": drops_to_end}),
-    (exercises.check_bank_megabytes, megabytes_right, {
-        "MiB (2^20), not MB": lambda n, d, b, g, s: megabytes_right(n, d, b, g, s) * 1e6 / 2**20,
-        "shards rounded down": lambda n, d, b, g, s: (n // g if s else n) * d * b / 1e6,
-        "replicated bank divided too": lambda n, d, b, g, s: math.ceil(n / g) * d * b / 1e6}),
+    (exercises.check_negative_ages, lambda n, B, K: ((n // B + 1) / 2, (K // B + 1) / 2), {
+        "ages from 0 (n/B - 1)": lambda n, B, K: ((n // B - 1) / 2, (K // B - 1) / 2),
+        "every row one epoch old": lambda n, B, K: (n // B, (K // B + 1) / 2),
+        "the queue's age in features, not steps": lambda n, B, K: ((n // B + 1) / 2, (K + 1) / 2),
+        "swapped": lambda n, B, K: ((K // B + 1) / 2, (n // B + 1) / 2)}),
     (functools.partial(exercises.check_stops_paying, semi=SEMI), stops_right, {
         "the first fraction that does not pay": stops_first_miss,
         "off by one: the last that pays": stops_last_paying,
