@@ -56,7 +56,8 @@ def _bank_rows(before: torch.Tensor, idx, f, mu: float) -> torch.Tensor:
 
 def _check_bank_update(objective, f, idx, name: str) -> str:
     """The bank after ``after_step``, at the objective's own mu and at mu = 0.9 (0.5 alone cannot tell mu from 1 - mu)."""
-    for mu in dict.fromkeys((objective.memory.momentum, 0.9)):
+    mus = tuple(dict.fromkeys((objective.memory.momentum, 0.9)))
+    for mu in mus:
         obj = copy.deepcopy(objective)
         obj.memory.momentum = mu
         before = obj.memory.bank.double().clone()
@@ -68,7 +69,7 @@ def _check_bank_update(objective, f, idx, name: str) -> str:
             "(mu weighs the OLD row)")
         outside = ~torch.isin(torch.arange(len(ref)), idx)
         assert torch.equal(after[outside], before[outside]), f"{name}: after_step changed bank rows outside the batch"
-    return f"bank rows = normalize(mu v + (1 - mu) f) at mu = {', '.join(str(m) for m in dict.fromkeys((objective.memory.momentum, 0.9)))}"
+    return f"bank rows = normalize(mu v + (1 - mu) f) at mu = {', '.join(str(m) for m in mus)}"
 
 
 def check_softmax_objective(objective) -> None:
@@ -122,15 +123,18 @@ def check_parametric_objective(objective, lr: float = 0.5, weight_decay: float =
           f"~{float(v.norm(dim=1).mean()):.0f}, and the weights after one SGD step (by hand, float64)")
 
 
-def _nce_by_hand(V, f, idx, noise, tau, n, log_Z):
-    """Eqs. 5-6 in float64: P = exp(s)/Z, h = P / (P + m/n), J = -mean[log h(pos) + sum log(1 - h(noise))]."""
-    m = noise.shape[1]
+def _nce_scores(V, f, idx, noise, tau):
+    """The positive's and the noise rows' ``v^T f / tau`` in float64: (B,) and (B, m)."""
     fd = f.double()
-    s_pos = (V[idx] * fd).sum(1) / tau  # (B,)
-    s_noise = torch.einsum("bd,bmd->bm", fd, V[noise]) / tau  # (B, m)
+    return (V[idx] * fd).sum(1) / tau, torch.einsum("bd,bmd->bm", fd, V[noise]) / tau
+
+
+def _nce_by_hand(s_pos, s_noise, n, log_Z) -> float:
+    """Eqs. 5-6 in float64: P = exp(s)/Z, h = P / (P + m/n), J = -mean[log h(pos) + sum log(1 - h(noise))]."""
+    m = s_noise.shape[1]
     P_pos, P_noise = torch.exp(s_pos - log_Z), torch.exp(s_noise - log_Z)
     h_pos, h_noise = P_pos / (P_pos + m / n), P_noise / (P_noise + m / n)
-    return -(torch.log(h_pos) + torch.log(1 - h_noise).sum(1)).mean().item(), s_pos, s_noise
+    return -(torch.log(h_pos) + torch.log(1 - h_noise).sum(1)).mean().item()
 
 
 def _log_Z_by_hand(s_pos, s_noise, n, estimator):
@@ -159,11 +163,10 @@ def check_nce_objective(objective) -> None:
         g = torch.Generator().manual_seed(seed)
         drawn = torch.randint(0, n, (m,) if obj.shared_negatives else (B, m), generator=torch.Generator().manual_seed(seed))
         noise = drawn.expand(B, m) if obj.shared_negatives else drawn
-        _, s_pos, s_noise = _nce_by_hand(V, f, idx, noise, tau, n, 0.0)
+        s_pos, s_noise = _nce_scores(V, f, idx, noise, tau)
         log_Z_batch = _log_Z_by_hand(s_pos, s_noise, n, obj.z_estimator)
         log_Z = log_Z_batch if log_Z is None else log_Z  # the first batch sets Z; the loss of step 2 reads the old Z
-        ref, _, _ = _nce_by_hand(V, f, idx, noise, tau, n, log_Z)
-        ref += _proximal(f, V[idx], obj.lam)
+        ref = _nce_by_hand(s_pos, s_noise, n, log_Z) + _proximal(f, V[idx], obj.lam)
         _same(obj(f, idx, g), ref, f"step {step}: eq. 6's loss with log Z = {log_Z:.4f}")
         if step == 1:
             _same(obj.log_Z, log_Z, "the first batch's log Z (eq. 7 over the noise scores)")
