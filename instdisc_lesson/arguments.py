@@ -7,6 +7,8 @@ other modules (``pretrained.py``) can rebuild a recorded command's config withou
 """
 from __future__ import annotations
 
+from dataclasses import fields
+
 from . import distributed as dist
 from . import recipe
 from .config import budget, dataset_name
@@ -14,21 +16,10 @@ from .augment import AugmentConfig
 from .options import build_parser  # noqa: F401 - imported from here by pretrained.py and the tests
 from .recipe import TrainConfig
 from .views import fitted_recipe, parse_augment
-from .registry import objective_class
-
-# CLI option -> TrainConfig field
-_OPTIONS = {"objective": "objective", "model": "model", "epochs": "epochs", "nce_m": "nce_m", "tau": "tau",
-            "lr": "lr", "batch_size": "batch_size", "seed": "seed", "lam": "lam", "bank_momentum": "bank_momentum",
-            "z_mode": "z_mode", "knn_k": "knn_k", "window": "window", "stride": "stride", "recent_k": "recent_k",
-            "bank_init": "bank_init", "compile": "compile", "eval_every": "eval_every", "sync_batchnorm": "sync_batchnorm",
-            "dim": "dim", "train_size": "train_size", "z_estimator": "z_estimator", "precision": "precision",
-            "memory_format": "memory_format"}
-
+from .registry import OBJECTIVE_OPTIONS, objective_class, unread_message
 
 CIFAR10_SIZES = (50_000, 5_000)  # training images, and images in its smallest class
-# Options an objective never reads: given on the command line, they are refused rather than silently ignored.
-UNREAD = {"parametric": ("tau", "bank_init", "bank_momentum", "lam")}
-NCE_ONLY = ("nce_m", "z_mode", "z_estimator")
+PARSED_APART = ("data", "augment")  # options that name a data set and a views text, not the field's value
 
 
 def fits_time(args, cfg: TrainConfig) -> bool:
@@ -37,18 +28,21 @@ def fits_time(args, cfg: TrainConfig) -> bool:
     return cfg.data != "quick" and budget() == "quick" and args.epochs is None and getattr(args, "preset", None) is None
 
 
+def objective_of(args) -> str:
+    """The run's objective: ``--objective``, else the default of its case (``recipe.default_objective``)."""
+    return getattr(args, "objective", None) or recipe.default_objective(
+        budget(), getattr(args, "data", None) or dataset_name(), getattr(args, "preset", None))
+
+
 def given(args) -> dict:
-    """The TrainConfig fields the command line set, ``{field: value}``; an option the objective never reads is
-    refused here rather than silently ignored."""
-    overrides = {field: getattr(args, opt) for opt, field in _OPTIONS.items() if getattr(args, opt) is not None}
-    objective = overrides.get("objective")
-    for option in UNREAD.get(objective, ()) + (NCE_ONLY if objective not in (None, "nce") else ()):
-        if getattr(args, option, None) is not None:
-            raise ValueError(f"--{option.replace('_', '-')} is not read by the {objective} objective"
-                             + (" (eq. 1 has no temperature and no memory bank)" if objective == "parametric" else
-                                " (it is an NCE setting)") + ": leave it out")
-    if args.correction is not None:
-        overrides["correction"] = args.correction
+    """The TrainConfig fields the command line set, ``{field: value}`` (an option's dest is its field's name). An
+    option of an objective setting that the run's objective does not read is refused here, by its flag."""
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)
+                 if f.name not in PARSED_APART and getattr(args, f.name, None) is not None}
+    objective = objective_of(args)
+    for option in OBJECTIVE_OPTIONS:
+        if option.field in overrides and option.field not in objective_class(objective).settings:
+            raise ValueError(unread_message(option.field, objective, option.given_as(overrides[option.field])))
     return overrides
 
 
@@ -89,9 +83,9 @@ def choose_views(args, data: str, train) -> tuple[dict, list[str]]:
     settings = text not in ("", "paper", "fitted")
     fit = text == "fitted" or (text != "paper" and getattr(args, "preset", None) is None and data not in ("quick", "cifar10"))
     if fit:
-        objective = getattr(args, "objective", None) or recipe.FITTED_DEFAULTS["objective"]
+        objective = objective_of(args)
         # the marks' tau only where the objective reads tau and has none of its own (PIC has; eq. 1 reads none)
-        own_tau = "tau" not in UNREAD.get(objective, ()) and objective_class(objective).default_tau is None
+        own_tau = "tau" in objective_class(objective).settings and objective_class(objective).default_tau is None
         chosen, reasons = fitted_recipe(train.images, flip, tau=own_tau)
         reasons += [f"--{k.replace('_', '-')} {getattr(args, k)} as given" for k in ("tau", "batch_size")
                     if k in chosen and getattr(args, k, None) is not None]

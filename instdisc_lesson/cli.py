@@ -37,7 +37,7 @@ import torch
 from . import distributed as dist
 from . import recipe, resume
 from .preflight import check as preflight, run_folder
-from .arguments import UNREAD, build_config, build_parser, choose_views, fits_time  # noqa: F401 - tests import build_* from here
+from .arguments import build_config, build_parser, choose_views, fits_time  # noqa: F401 - tests import build_* from here
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, run_lock
 from .config import dataset_name, describe_setup, is_smoke
 from .data import SMOKE_SIZES, DatasetUnavailableError, load_dataset
@@ -140,7 +140,7 @@ def announce(trainer, cost: dict, fitted: bool, say) -> None:
     say(f"precision: {cfg.precision}, {cfg.memory_format.replace('_', '-')}" + (
         " (the fastest here; ms per forward+backward: " + ", ".join(
             f"{mode.replace('_', '-')} {1000 * t:.0f}" for mode, t in timed.items()) + ")" if timed else " (as asked)"))
-    tau = "" if "tau" in UNREAD.get(cfg.objective, ()) else f", tau {cfg.tau}"
+    tau = "" if cfg.tau is None else f", tau {cfg.tau}"
     say(f"recipe: {cfg.objective}, {cfg.model}{tau}, batch {cfg.batch_size}, lr {cfg.lr}, kNN k {cfg.knn_k}"
         + (f" (defaults fitted to {len(trainer.train_set):,} images; see README, 'Defaults on your own images')" if fitted else ""))
     say(f"budget: {cfg.epochs} epochs of {trainer.epoch_size():,} images ({trainer.epoch} done), {cost['steps']:,} steps of "

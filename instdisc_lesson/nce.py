@@ -40,7 +40,7 @@ import torch
 
 from .distributed import all_logsumexp
 from .memory_bank import BANK_MOMENTUM
-from .objectives import TAU, BankObjective
+from .objectives import TAU, BankObjective, Option
 from .validate import check_choice, check_nce_m, check_z
 
 Z_MODES = ("ema", "once")
@@ -180,6 +180,15 @@ class NCE(BankObjective):
     def _load_from_state_dict(self, *args, **kwargs):
         super()._load_from_state_dict(*args, **kwargs)
         self._z_set = None  # log_Z came from the checkpoint: look at it once, when next needed
+
+    settings = {**BankObjective.settings, "nce_m": NCE_M, "z_mode": "once", "z_momentum": 0.99,
+                "z_estimator": "noise", "shared_negatives": False}
+    options = BankObjective.options + (
+        Option("nce_m", "NCE: noise samples per image. {cases}", {"type": int, "metavar": "M"}),
+        Option("z_mode", "NCE: the normaliser Z as a running average of the batches' estimates (ema) or fixed from "
+               "the first batch (once, the paper). {cases} (--preset course: ema)", {"choices": Z_MODES}),
+        Option("z_estimator", "NCE: Z from the m noise scores (eq. 7) or from all 1 + m, the positive included (the "
+               "paper's code). Default: noise", {"choices": Z_ESTIMATORS}))
 
     @classmethod
     def from_config(cls, cfg, n: int) -> "NCE":

@@ -12,16 +12,24 @@ Every objective is an ``nn.Module`` that the loop (``trainer.py``) uses in exact
     objective.bank                                  # the memory bank (n, d) if there is one, else None
     type(objective).head, type(objective).default_tau   # the head the model gets; the objective's own tau
     type(objective).unit_features                   # whether the model L2-normalises its output (not for eq. 1)
+    type(objective).settings, type(objective).options   # the config fields it reads (with its defaults), its CLI options
 
 :class:`Objective` gives the defaults (linear head, no own temperature, nothing to start or refresh,
 plain SGD), and :class:`BankObjective` is the parent of the two memory-bank objectives (eq. 2 and
 NCE): it owns the bank, its momentum update and the proximal term of eqs. 8-9, so each child writes only
 its loss. lightly's ``MemoryBankModule`` and d2l's ``configure_optimizers`` are the precedents.
 
+Each objective declares the :class:`~instdisc_lesson.recipe.TrainConfig` fields it reads (``settings``, with its
+own defaults) and the command-line options that set them (``options``), next to the code that reads them, as
+solo-learn's methods add their own arguments. ``TrainConfig`` and the CLI refuse every other objective's setting:
+an option that is silently ignored would misreport the run.
+
 The four objectives: ``parametric`` (eq. 1), ``softmax`` (non-parametric, eq. 2), ``nce`` (eqs. 3-8),
 ``pic`` (Cao et al. 2020); ``registry.build_objective(cfg, n)`` makes the one a config names.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass, field as dataclass_field
 
 import torch
 import torch.nn as nn
@@ -34,6 +42,32 @@ from .validate import check_lam, check_tau
 TAU = 0.07  # Wu et al. 2018 (ImageNet); their CIFAR code uses 0.1
 
 
+@dataclass(frozen=True)
+class Option:
+    """A command-line option of ``train`` that sets the config field ``field`` (``--field-name``).
+
+    ``help`` may hold ``{cases}``: the CLI puts there the default of each case (quick set, CPU, paper), which the
+    presets decide, not the objective. ``kwargs`` are argparse's (type, choices, metavar, action)."""
+
+    field: str
+    help: str
+    kwargs: dict = dataclass_field(default_factory=dict)
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+    def given_as(self, value) -> str:
+        """The flag as typed for ``value``: ``--no-correction`` for an on/off option set to False."""
+        return "--no-" + self.flag[2:] if value is False and "action" in self.kwargs else self.flag
+
+
+TAU_OPTION = Option("tau", "temperature (eqs. 2-3). {cases}", {"type": float})
+BANK_INIT_OPTION = Option("bank_init", "start the bank (PIC: its weight rows) from random vectors (the paper) or the "
+                          "untrained network's features. {cases} (--preset course: features)",
+                          {"choices": ("random", "features")})
+
+
 class Objective(nn.Module):
     """The defaults every objective shares; subclasses override what they need.
 
@@ -43,11 +77,16 @@ class Objective(nn.Module):
             (None: the recipe's tau applies).
         unit_features: whether the network's output is L2-normalised before the objective sees it (False
             for eq. 1, which the paper writes on the network's raw output).
+        settings: the objective's own config fields, each with its default (the paper's); ``from_config`` reads
+            these and no other objective-specific field.
+        options: the command-line options that set ``settings`` (a setting may have none, e.g. ``z_momentum``).
     """
 
     head = "linear"
     default_tau: float | None = None
     unit_features = True
+    settings: dict = {}  # TrainConfig field -> this objective's default; the fields nothing else of the run reads
+    options: tuple[Option, ...] = ()
 
     @classmethod
     def from_config(cls, cfg, n: int) -> "Objective":
@@ -96,6 +135,14 @@ class BankObjective(Objective):
         tau: temperature.
         lam: weight of the proximal term of eqs. 8-9 (0: off).
     """
+
+    settings = {"tau": TAU, "bank_momentum": BANK_MOMENTUM, "bank_init": "random", "lam": 0.0}
+    options = (TAU_OPTION,
+               Option("bank_momentum", "memory bank: how much of a row's old value it keeps at each update "
+                      f"(default: {BANK_MOMENTUM}, from the paper's code)", {"type": float, "metavar": "MOMENTUM"}),
+               BANK_INIT_OPTION,
+               Option("lam", "proximal weight lambda of eqs. 8-9 (default: 0, off; the paper tries 10-50)",
+                      {"type": float, "metavar": "LAMBDA"}))
 
     def __init__(self, n: int, dim: int, tau: float = TAU, bank_momentum: float = BANK_MOMENTUM, lam: float = 0.0,
                  generator: torch.Generator | None = None):

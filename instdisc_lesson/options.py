@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import argparse
 
-from .memory_bank import BANK_MOMENTUM
 from .models import MODELS
-from .nce import NCE_M
+from .nce import NCE, NCE_M
+from .pic import PIC
 from .objectives import TAU
-from .pic import PIC_TAU
-from .recipe import CPU_SECONDS, MAX_PASSES, QUICK_DEFAULTS as QUICK
-from .registry import OBJECTIVES
+from .recipe import CPU_SECONDS, FITTED_DEFAULTS as FITTED, MAX_PASSES, QUICK_DEFAULTS as QUICK
+from .registry import OBJECTIVE_OPTIONS, OBJECTIVES, readers
 from .views import _KEYS as AUGMENT_KEYS, MARKS_BATCH, MARKS_TAU
 
 # Written out at 79 columns: argparse prints these as they are (RawDescriptionHelpFormatter).
@@ -220,31 +219,15 @@ def _objective_options(g) -> None:
     g.add_argument("--model", choices=MODELS, help="a small ConvNet (fast on a CPU) or ResNet-18 for CIFAR. "
                    + _per_case(QUICK["model"], "convnet", "resnet18"))
     g.add_argument("--dim", type=int, metavar="D", help="size of the features and the memory bank (default: 128)")
-    g.add_argument("--tau", type=float, help="temperature (eqs. 2-3). " + _per_case(
-                   QUICK["tau"], f"{TAU}, or {MARKS_TAU} for grey marks on a plain background", TAU)
-                   + f"; PIC's own {PIC_TAU} in every case. Not read by parametric")
-    g.add_argument("--nce-m", type=int, metavar="M", help="NCE: noise samples per image. "
-                   + _per_case(QUICK["nce_m"], f"an eighth of the training images, at most {NCE_M}", NCE_M))
-    g.add_argument("--z-mode", choices=("ema", "once"), help="NCE: the normaliser Z as a running average of the "
-                   "batches' estimates (ema) or fixed from the first batch (once, the paper). Default: quick set and "
-                   "CPU: ema; paper: once (--preset course: ema)")
-    g.add_argument("--z-estimator", choices=("noise", "all"), help="NCE: Z from the m noise scores (eq. 7) or from "
-                   "all 1 + m, the positive included (the paper's code). Default: noise")
-    g.add_argument("--bank-momentum", type=float, metavar="MOMENTUM", help="memory bank: how much of a row's old value "
-                   f"it keeps at each update (default: {BANK_MOMENTUM}, from the paper's code)")
-    g.add_argument("--bank-init", choices=("random", "features"), help="start the bank (PIC: its weight rows) from "
-                   "random vectors (the paper) or the untrained network's features. Default: quick set and CPU: "
-                   "features; paper: random (--preset course: features)")
-    g.add_argument("--lam", type=float, metavar="LAMBDA", help="proximal weight lambda of eqs. 8-9 (default: 0, off; "
-                   "the paper tries 10-50)")
-    g.add_argument("--window", type=int, metavar="D", help="PIC: a sliding window of D instances per epoch "
-                   "(default: 0, all n)")
-    g.add_argument("--stride", type=int, metavar="S", help="PIC: how far the window moves each epoch (default: D)")
-    g.add_argument("--recent-k", type=int, metavar="K", help="PIC: negatives from the K most recent instances only "
-                   "(default: 0, all n)")
-    g.add_argument("--correction", action=argparse.BooleanOptionalAction, default=None, help="PIC: keep the weight "
-                   "rows a step did not sample still under momentum and weight decay (default: on; --no-correction "
-                   "lets them move, as plain SGD would)")
+    cases = {"tau": _per_case(QUICK["tau"], f"{TAU}, or {MARKS_TAU} for grey marks on a plain background", TAU)
+             + f"; PIC's own {PIC.settings['tau']} in every case",
+             "nce_m": _per_case(QUICK["nce_m"], f"an eighth of the training images, at most {NCE_M}", NCE_M),
+             "z_mode": _per_case(QUICK["z_mode"], FITTED["z_mode"], NCE.settings["z_mode"]),
+             "bank_init": _per_case(QUICK["bank_init"], FITTED["bank_init"], NCE.settings["bank_init"])}
+    for option in OBJECTIVE_OPTIONS:  # each declared by the objectives that read it (``Objective.options``)
+        read_by = readers(option.field)
+        g.add_argument(option.flag, dest=option.field, **option.kwargs, help=option.help.format(
+            cases=cases.get(option.field, "")) + f". Read by {', '.join(read_by)} only")
 
 
 def _optimisation_options(g) -> None:

@@ -34,6 +34,7 @@ class ParametricSoftmax(Objective):
     """
 
     unit_features = False
+    settings = {}  # eq. 1 has no temperature and no memory bank: no tau, bank or proximal setting applies
 
     def __init__(self, n: int, dim: int):
         super().__init__()

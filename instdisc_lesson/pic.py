@@ -16,14 +16,17 @@ makes it work with four ingredients:
   (``RowSparseSGD`` below, the optimizer PIC asks for through ``make_optimizer``).
 
 The paper's official code implements only the first; the course implements all of them.
+
 """
 from __future__ import annotations
+
+import argparse
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .objectives import Objective
+from .objectives import BANK_INIT_OPTION, TAU_OPTION, Objective, Option
 from .samplers import SlidingWindowSampler
 from .validate import check_batch, check_recent_k, check_size, check_tau
 
@@ -54,6 +57,16 @@ class PIC(Objective):
 
     head = "mlp"
     default_tau = PIC_TAU
+    settings = {"tau": PIC_TAU, "bank_init": "random", "window": 0, "stride": 0, "recent_k": 0, "correction": True}
+    options = (TAU_OPTION, BANK_INIT_OPTION,
+               Option("window", "PIC: a sliding window of D instances per epoch (default: 0, all n)",
+                      {"type": int, "metavar": "D"}),
+               Option("stride", "PIC: how far the window moves each epoch (default: D)", {"type": int, "metavar": "S"}),
+               Option("recent_k", "PIC: negatives from the K most recent instances only (default: 0, all n)",
+                      {"type": int, "metavar": "K"}),
+               Option("correction", "PIC: keep the weight rows a step did not sample still under momentum and weight "
+                      "decay (default: on; --no-correction lets them move, as plain SGD would)",
+                      {"action": argparse.BooleanOptionalAction}))
 
     def __init__(self, n: int, dim: int, tau: float = PIC_TAU, recent_k: int = 0, correction: bool = True,
                  generator: torch.Generator | None = None):

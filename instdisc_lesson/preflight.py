@@ -34,7 +34,7 @@ def run_folder(text: str) -> Path:
 
 
 def _train(args) -> None:
-    from .arguments import given
+    from .arguments import given, objective_of
     from .augment import AugmentConfig
     from .config import budget, dataset_name, is_smoke
     from .validate import check_data_source
@@ -47,7 +47,7 @@ def _train(args) -> None:
         raise CheckpointError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
     _device(args.device)
     check_data_source(args.data or dataset_name())
-    settings = given(args)
+    settings = {"objective": objective_of(args), **given(args)}  # another objective's option is refused here
     for name, zero in ZERO_MEANS.items():
         if settings.get(name, 0) < 0:
             raise ValueError(f"{name}={settings[name]} must be >= 0 (--{name.replace('_', '-')}; 0: {zero})")

@@ -15,19 +15,23 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, fields
 
 from .augment import AugmentConfig
-from .memory_bank import BANK_MOMENTUM
 from .models import MODELS
 from .nce import NCE_M, Z_ESTIMATORS, Z_MODES
 from .precision import MEMORY_FORMATS, PRECISIONS
-from .objectives import TAU
-from .registry import OBJECTIVES, objective_class
+from .registry import OBJECTIVE_FIELDS, OBJECTIVES, objective_class, unread_message
 from .validate import (check_bank_init, check_bank_momentum, check_choice, check_lam, check_positive,
                        check_positive_int, check_recent_k, check_sgd, check_tau, check_world, check_z)
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainConfig:
-    """Every knob of a run. Defaults are the paper's CIFAR-10 recipe."""
+    """Every knob of a run. Defaults are the paper's CIFAR-10 recipe.
+
+    Frozen: a run trains with the config it was built with (the CLI resolves "auto" precision and the epochs a
+    time cap allows before the Trainer exists). The objective's own settings (``registry.OBJECTIVE_FIELDS``, from
+    ``tau`` to ``correction``) are None until the chosen objective fills in its defaults (``Objective.settings``);
+    one that the objective does not read is refused, so a config never holds a value that does nothing.
+    """
 
     data: str = "cifar10"
     objective: str = "nce"  # parametric | softmax | nce | pic
@@ -38,22 +42,22 @@ class TrainConfig:
     momentum: float = 0.9
     weight_decay: float = 5e-4
     lr_milestones: tuple = (0.6, 0.8)  # fractions of the run: epochs 120 and 160 of 200
-    tau: float = TAU
-    nce_m: int = NCE_M
-    bank_momentum: float = BANK_MOMENTUM
-    bank_init: str = "random"  # random (paper) | features: bank (or PIC weight) rows start as the untrained features
-    lam: float = 0.0
-    z_mode: str = "once"  # once (paper: Z from the first batch, then fixed) | ema (the course's deviation)
-    z_momentum: float = 0.99
-    z_estimator: str = "noise"  # noise (eq. 7: the m noise scores) | all (lemniscate's code: the positive too)
-    shared_negatives: bool = False
+    tau: float | None = None  # softmax, nce: 0.07; pic: its own 0.2
+    nce_m: int | None = None  # nce: 4096
+    bank_momentum: float | None = None  # softmax, nce: 0.5 (the paper's code)
+    bank_init: str | None = None  # random (paper) | features: bank (or PIC weight) rows start as the untrained features
+    lam: float | None = None  # softmax, nce: proximal weight of eqs. 8-9, 0 (off)
+    z_mode: str | None = None  # nce: once (paper: Z from the first batch, then fixed) | ema (the course's deviation)
+    z_momentum: float | None = None  # nce: 0.99
+    z_estimator: str | None = None  # nce: noise (eq. 7: the m noise scores) | all (lemniscate's code: the positive too)
+    shared_negatives: bool | None = None  # nce: False
+    window: int | None = None  # pic: sliding window D (0: the standard epoch over all n)
+    stride: int | None = None  # pic: window stride S (0: D)
+    recent_k: int | None = None  # pic: recent negatives K (0: all n)
+    correction: bool | None = None  # pic: weight-update correction, True
     dim: int = 128
     train_size: int = 0  # pretrain on this many training images, a seeded random subset (0: all); kNN still searches all
     head: str | None = None  # linear (InstDisc) | mlp (PIC); None: the objective's own head
-    window: int = 0  # PIC sliding window D (0: the standard epoch over all n)
-    stride: int = 0  # PIC window stride S
-    recent_k: int = 0  # PIC recent negatives K (0: all n)
-    correction: bool = True  # PIC weight-update correction
     knn_k: int = 200
     knn_sigma: float = 0.1
     eval_every: int = 1
@@ -66,25 +70,32 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self):
+        put = object.__setattr__  # frozen: the constructor's own normalisation is the one write
         if isinstance(self.augment, dict):
-            self.augment = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()})
-        self.lr_milestones = tuple(self.lr_milestones)
+            put(self, "augment", AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in self.augment.items()}))
+        put(self, "lr_milestones", tuple(self.lr_milestones))
         check_choice("objective", self.objective, OBJECTIVES)
+        own = objective_class(self.objective).settings
+        for name in OBJECTIVE_FIELDS:
+            if name not in own and getattr(self, name) is not None:
+                raise ValueError(unread_message(name, self.objective))
+            if getattr(self, name) is None and name in own:
+                put(self, name, own[name])
         check_choice("model", self.model, MODELS)
         for name in ("epochs", "batch_size", "dim", "knn_k", "eval_every"):
             check_positive_int(name, getattr(self, name), "--" + name.replace("_", "-"))
         check_positive("lr", self.lr, "--lr")
         check_positive("knn_sigma", self.knn_sigma)
         check_sgd(self.momentum, self.weight_decay, self.lr_milestones)
-        check_tau(self.tau)
-        check_lam(self.lam)
-        check_bank_momentum(self.bank_momentum)
-        check_bank_init(self.bank_init)
-        check_z(self.z_mode, self.z_momentum, Z_MODES)
-        check_choice("z_estimator", self.z_estimator, Z_ESTIMATORS)
+        for name, check in (("tau", check_tau), ("lam", check_lam), ("bank_momentum", check_bank_momentum),
+                            ("bank_init", check_bank_init), ("recent_k", check_recent_k)):
+            if name in own:
+                check(getattr(self, name))
+        if "z_mode" in own:
+            check_z(self.z_mode, self.z_momentum, Z_MODES)
+            check_choice("z_estimator", self.z_estimator, Z_ESTIMATORS)
         check_choice("precision", self.precision, PRECISIONS)
         check_choice("memory_format", self.memory_format, MEMORY_FORMATS)
-        check_recent_k(self.recent_k)
         check_world(self.world_size, self.batch_size)
 
     def to_dict(self) -> dict:
@@ -92,8 +103,16 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
+        """The config a dict (a checkpoint's, a record's) describes. Fields it does not know are left out, and so
+        are settings its objective does not read (checkpoints written before the refusal kept them all)."""
+        known, own = {f.name for f in fields(cls)}, objective_class(d.get("objective", cls.objective)).settings
+        return cls(**{k: v for k, v in d.items() if k in known and (k not in OBJECTIVE_FIELDS or k in own)})
+
+
+def lr_drops(epochs: int, fractions: tuple = TrainConfig.lr_milestones) -> list[int]:
+    """The epochs after which the learning rate falls x0.1 (``MultiStepLR``'s milestones): the ``fractions`` of a
+    run of ``epochs``, rounded, at least epoch 1 (the paper: 0.6 and 0.8, epochs 120 and 160 of 200)."""
+    return sorted({max(1, round(f * epochs)) for f in fractions})
 
 
 # Calibrated for the offline quick set on a 2-core CPU (see README, "How quick mode was calibrated").
@@ -110,12 +129,13 @@ COURSE_DEVIATIONS = {
 
 
 def _preset(defaults: dict, overrides: dict) -> TrainConfig:
-    """``defaults`` with ``overrides``; the objective's own tau replaces the preset's unless tau is overridden."""
-    settings = {**defaults, **overrides}
-    own_tau = objective_class(settings.get("objective", TrainConfig.objective)).default_tau
-    if own_tau is not None and "tau" not in overrides:
-        settings["tau"] = own_tau
-    return TrainConfig(**settings)
+    """``defaults`` with ``overrides``. Of the defaults' objective settings only those the chosen objective reads
+    apply, and an objective with a temperature of its own (PIC) keeps it unless tau is overridden; the overrides
+    are the caller's, so one that the objective does not read is refused (``TrainConfig``)."""
+    cls = objective_class(overrides.get("objective", defaults.get("objective", TrainConfig.objective)))
+    read = {name: value for name, value in defaults.items() if name not in OBJECTIVE_FIELDS or name in cls.settings
+            and not (name == "tau" and cls.default_tau is not None)}
+    return TrainConfig(**{**read, **overrides})
 
 
 def paper_config(**overrides) -> TrainConfig:
@@ -140,17 +160,14 @@ PAPER_NCE_M = (1, 10, 512, 4096)
 
 def deviations(cfg: TrainConfig) -> dict:
     """Where ``cfg`` departs from the paper's run in the settings that change the method (not in size, data,
-    network or schedule): ``{field: (value, the paper's value)}``. An m of the paper's own Table 1
-    (``PAPER_NCE_M``) is the paper's, not a deviation."""
-    paper = TrainConfig()
+    network or schedule): ``{field: (value, the paper's value)}``, the paper's being the objective's own defaults
+    (PIC's tau 0.2 is Cao et al.'s). An m of the paper's own Table 1 (``PAPER_NCE_M``) is the paper's, not a
+    deviation; a setting the objective does not read is None in both and never one."""
+    paper = TrainConfig(objective=cfg.objective)
     method = ("tau", "nce_m", "bank_momentum", "bank_init", "lam", "z_mode", "z_momentum", "z_estimator",
               "shared_negatives", "dim", "augment", "momentum", "weight_decay")
-    own_tau = objective_class(cfg.objective).default_tau
     return {f: (getattr(cfg, f), getattr(paper, f)) for f in method
-            if getattr(cfg, f) != getattr(paper, f) and not (f == "tau" and own_tau == cfg.tau)
-            and not (f == "nce_m" and cfg.nce_m in PAPER_NCE_M)
-            and not (f in ("nce_m", "z_mode", "z_momentum", "z_estimator", "shared_negatives") and cfg.objective != "nce")
-            and not (f in ("bank_init", "bank_momentum", "lam") and cfg.objective == "parametric")}
+            if getattr(cfg, f) != getattr(paper, f) and not (f == "nce_m" and cfg.nce_m in PAPER_NCE_M)}
 
 
 def quick_config(**overrides) -> TrainConfig:
@@ -158,7 +175,7 @@ def quick_config(**overrides) -> TrainConfig:
     return _preset(QUICK_DEFAULTS, overrides)
 
 
-# Fitted to the data on a CPU (issue 13; calibrated on CIFAR-10 folders of 2,000-20,000 photos and on
+# Fitted to the data on a CPU (calibrated on CIFAR-10 folders of 2,000-20,000 photos and on
 # digits, benchmarks/RESULTS.md section 10). On real photos learning needs images seen, not epochs: a
 # small folder needs many passes. The CLI then shortens the run if this machine is too slow for it.
 IMAGES_TO_SEE = 300_000   # about 60 passes over 5,000 photos, 6 over CIFAR-10's 50,000 (when no time is measured)
@@ -218,6 +235,16 @@ def preset(budget: str, data: str, sizes: tuple[int, int] | None = None, **overr
     if sizes is None:
         raise ValueError(f"the defaults for {data} are fitted to its images: give sizes=(images, smallest class)")
     return fitted_config(*sizes, **overrides, data=data)
+
+
+def default_objective(budget: str, data: str, preset_name: str | None = None) -> str:
+    """The objective a run gets when none is named: ``preset``'s rule (``--preset`` first, then the quick set,
+    then the machine), so that the CLI can refuse another objective's option before any data is loaded."""
+    if preset_name is None and data == "quick":
+        return QUICK_DEFAULTS["objective"]
+    if preset_name is None and budget == "quick":
+        return FITTED_DEFAULTS["objective"]
+    return TrainConfig.objective
 
 
 def default_config(**overrides) -> TrainConfig:

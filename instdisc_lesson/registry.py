@@ -20,12 +20,39 @@ from .validate import check_choice
 
 CLASSES = {"parametric": ParametricSoftmax, "softmax": NonParametricSoftmax, "nce": NCE, "pic": PIC}
 OBJECTIVES = tuple(CLASSES)
+# Every objective's own settings, and their command-line options (an option two objectives share, e.g. --tau,
+# once): the fields a config may set only for an objective that reads them.
+OBJECTIVE_FIELDS = tuple(dict.fromkeys(name for cls in CLASSES.values() for name in cls.settings))
+
+
+def _options() -> tuple:
+    options = {}
+    for cls in CLASSES.values():
+        for option in cls.options:
+            options.setdefault(option.field, option)
+    return tuple(options.values())
+
+
+OBJECTIVE_OPTIONS = _options()
 
 
 def objective_class(name: str) -> type[Objective]:
     """The class of the objective called ``name`` (one of ``OBJECTIVES``)."""
     check_choice("objective", name, OBJECTIVES)
     return CLASSES[name]
+
+
+def readers(field: str) -> tuple[str, ...]:
+    """The objectives that read the setting ``field``."""
+    return tuple(name for name, cls in CLASSES.items() if field in cls.settings)
+
+
+def unread_message(field: str, objective: str, option: str | None = None) -> str:
+    """The one line that refuses the setting ``field`` for ``objective``; ``option`` (e.g. ``--lam``) when it came
+    from the command line."""
+    other = readers(field)[0]
+    given, choose = (option, f"--objective {other}") if option else (field, f"objective={other!r}")
+    return f"{given} is not read by the {objective} objective (only by {', '.join(readers(field))}): leave it out, or choose {choose}"
 
 
 def build_objective(cfg, n: int) -> Objective:

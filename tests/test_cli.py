@@ -315,8 +315,8 @@ def test_timing_the_budget_does_not_change_the_run(tmp_path):
     from instdisc_lesson.trainer import Trainer
 
     train, test = make_dataset(64), make_dataset(32, seed=1)
-    for objective, extra in (("nce", {}), ("pic", {"window": 32, "stride": 16, "recent_k": 24})):
-        cfg = quick_config(objective=objective, epochs=2, batch_size=16, knn_k=5, nce_m=8, **extra)
+    for objective, extra in (("nce", {"nce_m": 8}), ("pic", {"window": 32, "stride": 16, "recent_k": 24})):
+        cfg = quick_config(objective=objective, epochs=2, batch_size=16, knn_k=5, **extra)
         plain, timed = Trainer(cfg, train, test, progress=False), Trainer(cfg, train, test, progress=False)
         plain.fit()
         cost = timed.expected_seconds()

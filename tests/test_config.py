@@ -147,13 +147,15 @@ def test_fitted_defaults_worked_by_hand():
     (at least 5, at most the class and 200), NCE m = n/8 (at most 4096), kNN every tenth of the run."""
     from instdisc_lesson.recipe import MAX_PASSES, fitted_config, time_epochs
 
-    def knobs(cfg):
-        return cfg.epochs, cfg.batch_size, cfg.knn_k, cfg.nce_m, cfg.eval_every, cfg.tau, cfg.model, cfg.bank_init
+    def knobs(n, smallest):  # m is NCE's: the default objective (softmax) reads none, and has None
+        cfg, nce = fitted_config(n, smallest), fitted_config(n, smallest, objective="nce")
+        assert cfg.nce_m is None
+        return cfg.epochs, cfg.batch_size, cfg.knn_k, nce.nce_m, cfg.eval_every, cfg.tau, cfg.model, cfg.bank_init
 
-    assert knobs(fitted_config(5_000, 500)) == (60, 128, 20, 625, 6, 0.07, "convnet", "features")
-    assert knobs(fitted_config(50_000, 5_000)) == (6, 128, 200, 4096, 1, 0.07, "convnet", "features")
-    assert knobs(fitted_config(1_438, 143)) == (200, 128, 6, 179, 20, 0.07, "convnet", "features")  # ceil(208.6) capped
-    assert knobs(fitted_config(40, 4)) == (200, 10, 4, 5, 20, 0.07, "convnet", "features")  # k at most the class
+    assert knobs(5_000, 500) == (60, 128, 20, 625, 6, 0.07, "convnet", "features")
+    assert knobs(50_000, 5_000) == (6, 128, 200, 4096, 1, 0.07, "convnet", "features")
+    assert knobs(1_438, 143) == (200, 128, 6, 179, 20, 0.07, "convnet", "features")  # ceil(208.6) capped
+    assert knobs(40, 4) == (200, 10, 4, 5, 20, 0.07, "convnet", "features")  # k at most the class
     assert fitted_config(5_000, 500, objective="pic").tau == 0.2  # PIC's own temperature
     assert fitted_config(5_000, 500, epochs=7, tau=0.2).epochs == 7  # options given win
     # time_epochs: 40 steps of 50 ms = 2 s an epoch; 648 s (0.9 of 12 min) less 11 evaluations of 8 s = 560 s -> 280

@@ -62,8 +62,8 @@ def log_Z_of_scores():
 
 def train_ranks(objective, extra):
     train, test = make_dataset(64), make_dataset(32, seed=1)
-    cfg = quick_config(objective=objective, epochs=2, batch_size=16, knn_k=5, nce_m=8, seed=0,
-                       world_size=D.world_size(), **extra)
+    cfg = quick_config(objective=objective, epochs=2, batch_size=16, knn_k=5, seed=0, world_size=D.world_size(),
+                       **({"nce_m": 8} if objective == "nce" else {}), **extra)
     trainer = Trainer(cfg, train, test, progress=False)
     trainer.fit()
     return {"model": trainer.model.state_dict(), "objective": trainer.objective.state_dict(),

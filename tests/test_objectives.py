@@ -272,7 +272,7 @@ def test_build_objective_rejects_unknown_name():
 
 def test_objectives_reject_wrong_feature_size():
     for name in ("parametric", "softmax", "nce"):
-        obj = build_objective(quick_config(objective=name, dim=4, nce_m=3), 10)
+        obj = build_objective(quick_config(objective=name, dim=4, **({"nce_m": 3} if name == "nce" else {})), 10)
         with pytest.raises(ValueError, match="do not fit"):
             obj(torch.ones(2, 5), torch.tensor([0, 1]))
         with pytest.raises(ValueError, match=r"indices must lie in \[0, 9\]"):
@@ -294,7 +294,7 @@ def test_probabilities_match_eq2_by_hand():
 @pytest.mark.parametrize("name", ["parametric", "softmax", "nce", "pic"])
 def test_objectives_take_any_float_dtype(name):
     """fp16/bf16/fp64 features give the float32 loss (to the features' rounding), never a dtype error."""
-    obj = build_objective(quick_config(objective=name, dim=4, nce_m=3), 10)
+    obj = build_objective(quick_config(objective=name, dim=4, **({"nce_m": 3} if name == "nce" else {})), 10)
     f, idx = unit(3, 4, seed=5), torch.tensor([1, 4, 7])
     reference = obj(f, idx, torch.Generator().manual_seed(0)).item()
     for dtype in (torch.float16, torch.bfloat16, torch.float64):

@@ -12,7 +12,7 @@ from instdisc_lesson.trainer import Trainer
 
 
 def tiny_cfg(**kw):
-    base = dict(epochs=3, batch_size=16, knn_k=5, nce_m=8, seed=0)
+    base = dict(epochs=3, batch_size=16, knn_k=5, seed=0, **({"nce_m": 8} if kw.get("objective") == "nce" else {}))
     base.update(kw)
     return quick_config(**base)
 

@@ -29,6 +29,7 @@ COMMON = ["--data", "cifar10", "--model", "convnet", "--batch-size", "128", "--l
           "--bank-momentum", "0.5", "--seed", "0"]
 TABLE1 = COMMON + ["--epochs", "10", "--eval-every", "2", "--tau", "0.07", "--bank-init", "features"]
 SHORT = COMMON + ["--epochs", "5", "--eval-every", "1"]
+NO_BANK = COMMON[:COMMON.index("--bank-momentum")] + COMMON[COMMON.index("--bank-momentum") + 2:]  # PIC has no bank
 
 # In the order they run.
 RUNS = [Run(*run) for run in [
@@ -53,10 +54,10 @@ RUNS = [Run(*run) for run in [
        SHORT + ["--objective", "nce", "--nce-m", "4096", "--tau", "0.07", "--bank-init", "features",
                 "--bank-momentum", "0", "--lam", lam]) for lam in ("0", "10", "30", "50")],
     ("pic-window", "pic", "PIC: window 4096/512, recent K 4096",
-     COMMON + ["--objective", "pic", "--tau", "0.2", "--bank-init", "features", "--epochs", "61", "--window", "4096",
+     NO_BANK + ["--objective", "pic", "--tau", "0.2", "--bank-init", "features", "--epochs", "61", "--window", "4096",
                "--stride", "512", "--recent-k", "4096", "--eval-every", "6"]),
     ("pic-standard", "pic", "PIC: standard epochs, all n",
-     SHORT + ["--objective", "pic", "--tau", "0.2", "--bank-init", "features"]),
+     NO_BANK + ["--epochs", "5", "--eval-every", "1", "--objective", "pic", "--tau", "0.2", "--bank-init", "features"]),
 ]]
 # Few labels (issue 19, notebook 09): the shipped checkpoint (the ConvNet trained 60 epochs with the full
 # softmax on all 50,000 images, no labels) against the same network from scratch, on 1-20 % of the labels.
