@@ -24,7 +24,6 @@ The same command runs on N processes (CPU with gloo, or one GPU each with NCCL) 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import signal
 import sys
@@ -35,13 +34,14 @@ from pathlib import Path
 import torch
 
 from . import distributed as dist
-from . import recipe, resume
+from . import resume
 from .preflight import check as preflight, run_folder
 from .arguments import build_config, build_parser, choose_views, fits_time  # noqa: F401 - tests import build_* from here
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, run_lock
 from .config import dataset_name, describe_setup, is_smoke
 from .data import SMOKE_SIZES, DatasetUnavailableError, load_dataset
 from .recipe import TrainConfig
+from .summary import summary
 
 AT_RISK = 0.9  # a baseline kNN this high is a bar training may not clear (it did not on 8x8 digits, README)
 
@@ -56,7 +56,7 @@ def format_seconds(seconds: float) -> str:
 
 
 def train_command(args) -> dict:
-    """parse -> one preset -> ``Trainer(...).fit()`` -> ``trainer.summary()`` with the CLI's baselines -> metrics.json."""
+    """parse -> one preset -> ``Trainer(...).fit()`` -> ``summary(trainer)`` with the CLI's baselines -> metrics.json."""
     from .knn import raw_pixel_knn
 
     preflight(args)  # everything that can be refused before the data is loaded and --out is created
@@ -69,11 +69,11 @@ def train_command(args) -> dict:
     with run_lock(out) if rank0 else contextlib.nullcontext():  # one run per folder; under torchrun rank 0 holds it
         trainer = start(cfg, train, test, device, out, args, say)
         raw1, raw5 = raw_pixel_knn(train, test, cfg.knn_k, cfg.knn_sigma)
-        warn_if_at_risk(trainer.baselines["random_init_knn_top1"], raw1, say)
+        warn_if_at_risk(trainer.monitor.baselines["random_init_knn_top1"], raw1, say)
         _signal_for_tests(trainer)
         began = time.perf_counter()
         trainer.fit()
-        metrics = {**trainer.summary(), "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5,
+        metrics = {**summary(trainer), "raw_pixel_knn_top1": raw1, "raw_pixel_knn_top5": raw5,
                    **linear_columns(trainer, train, test, say), "seconds_this_session": time.perf_counter() - began}
         if rank0:
             text = json.dumps(metrics, indent=2)
@@ -106,31 +106,35 @@ def describe_run(cfg: TrainConfig, train, test) -> str:
 
 
 def start(cfg: TrainConfig, train, test, device, out: Path, args, say):
-    """The trainer, resumed from ``out`` if asked, its epochs fitted to this machine's time when the defaults chose
-    them, and the run announced: precision, recipe, budget. Built once: fitting the epochs only re-times a few steps."""
-    from .cost import expected_seconds as cost_of
+    """The run's config resolved once (``resolve.py``: the saved run's choices when resuming, "auto" precision, the
+    epochs a time cap allows when the defaults chose them), its one Trainer, resumed from ``out`` if asked, and the
+    run announced: precision, recipe, budget."""
+    from . import cost, resolve
     from .trainer import Trainer
 
     ckpt, fitted = out / "checkpoint.pt", fits_time(args, cfg)
     resuming = args.resume and ckpt.exists()
-    if fitted and resuming:  # a resumed run keeps the epochs it was started with
-        saved = resume.saved_config(ckpt)
-        cfg = dataclasses.replace(cfg, epochs=saved.epochs, eval_every=saved.eval_every) if saved else cfg
-    trainer = Trainer(cfg, train, test, device=device, out_dir=out)
+    saved = resume.saved_config(ckpt) if resuming else None
+    cfg = resolve.as_saved(cfg, saved, ("epochs", "eval_every") if fitted else ())  # a resumed run keeps its epochs
+    cfg, timings = resolve.precision(cfg, train, device)
+    measured, why = {}, None
+    if fitted and not resuming:
+        cfg, measured, why = resolve.time_cap(cfg, train, test, device, args.eval_every is not None)
+    trainer = Trainer(cfg, train, test, device=device, out_dir=out, timings=timings)
     if resuming:
-        trainer.load(ckpt)
+        resume.load(trainer, ckpt)
         say(f"resuming {out} from epoch {trainer.epoch}")
     elif args.resume:
         say(f"--resume: {out} holds no checkpoint yet, so this starts a new run there")
-    cost = trainer.expected_seconds()  # a few steps timed, then undone: the run is not changed
-    if fitted and not resuming:
-        epochs, why = recipe.time_epochs(cost)
-        trainer.set_epochs(epochs, eval_every=None if args.eval_every is not None else max(1, epochs // 10))
-        cost = cost_of(trainer, step_seconds=cost["step_seconds"])  # the same measurement, for the new number of epochs
-        say(f"epochs: {epochs}, {why}")
+    if "monitor" in measured:  # the untrained network's kNN, already measured on the same network and images
+        trainer.monitor.load_state_dict(measured["monitor"])
+    trainer.monitor.baseline(trainer.model, trainer.epoch, trainer.evaluate)
+    step_seconds = measured.get("step_seconds") or cost.time_steps(trainer)  # a few steps timed, then undone
+    if why:
+        say(f"epochs: {cfg.epochs}, {why}")
     if args.augment or args.flip is not None or cfg.data not in ("quick", "cifar10"):
         say("views: " + "; ".join(choose_views(args, cfg.data, train)[1]))
-    announce(trainer, cost, fitted, say)
+    announce(trainer, cost.expected_seconds(trainer, step_seconds, trainer.monitor.eval_seconds or 0.0), fitted, say)
     return trainer
 
 
@@ -143,9 +147,9 @@ def announce(trainer, cost: dict, fitted: bool, say) -> None:
     tau = "" if cfg.tau is None else f", tau {cfg.tau}"
     say(f"recipe: {cfg.objective}, {cfg.model}{tau}, batch {cfg.batch_size}, lr {cfg.lr}, kNN k {cfg.knn_k}"
         + (f" (defaults fitted to {len(trainer.train_set):,} images; see README, 'Defaults on your own images')" if fitted else ""))
-    say(f"budget: {cfg.epochs} epochs of {trainer.epoch_size():,} images ({trainer.epoch} done), {cost['steps']:,} steps of "
-        f"{cfg.batch_size} and {cost['evaluations']} kNN evaluations to go; expected about "
-        f"{format_seconds(cost['seconds'])} here ({1000 * cost['step_seconds']:.0f} ms per step, "
+    say(f"budget: {cfg.epochs} epochs of {trainer.objective.epoch_size(len(trainer.images)):,} images ({trainer.epoch} "
+        f"done), {cost['steps']:,} steps of {cfg.batch_size} and {cost['evaluations']} kNN evaluations to go; expected "
+        f"about {format_seconds(cost['seconds'])} here ({1000 * cost['step_seconds']:.0f} ms per step, "
         f"{cost['eval_seconds']:.1f} s per evaluation). --epochs changes it.")
 
 

@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .config import data_root
 from .validate import check_data_source
@@ -269,22 +268,6 @@ def stratified_split(dataset: InstanceDataset, holdout: float, seed: int = 0) ->
 # ----------------------------------------------------------------------------------------------
 # The offline quick set
 # ----------------------------------------------------------------------------------------------
-def load_digits32(seed: int = 0) -> tuple[InstanceDataset, InstanceDataset]:
-    """scikit-learn's 1,797 handwritten digits (8x8, installed with scikit-learn), as 3x32x32 RGB uint8.
-
-    Upscaled bilinearly and repeated over the three channels, so they take the same code path as
-    CIFAR-10. Split 80/20 per class: 1,437 train / 360 test.
-    """
-    from sklearn.datasets import load_digits  # lazy: sklearn is slow to import
-
-    digits = load_digits()
-    x = torch.from_numpy(digits.images).float().div(16.0).unsqueeze(1)  # (1797, 1, 8, 8) in [0, 1]
-    x = F.interpolate(x, size=IMAGE_SIZE, mode="bilinear", align_corners=False).clamp(0, 1)
-    images = (x * 255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()  # (1797, 3, 32, 32)
-    full = InstanceDataset(images, torch.from_numpy(digits.target).long(), tuple(str(d) for d in range(10)), "digits")
-    return stratified_split(full, 0.2, seed)
-
-
 SHAPE_CLASSES = ("disc", "square", "triangle", "cross", "ring", "diamond", "bar", "frame", "target", "x")
 
 

@@ -102,13 +102,18 @@ def broadcast_buffers(module: torch.nn.Module) -> None:
             dist.broadcast(buffer, 0)
 
 
-def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    """Every rank's ``tensor`` concatenated along dim 0 in rank order; the ranks' row counts may differ."""
+def all_gather_cat(tensor: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """Every rank's ``tensor`` concatenated along dim 0 in rank order; the ranks' row counts may differ.
+
+    ``sizes``: each rank's row count, when the host knows it (a batch's shards come from splitting it, so the
+    trainer does). Without it the counts are gathered and read back to the host, a sync: only PIC's sparse
+    gradient, whose rows no host knows in advance, needs that."""
     if world_size() == 1:
         return tensor
-    sizes = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world_size())]
-    dist.all_gather(sizes, torch.tensor([len(tensor)], device=tensor.device))
-    sizes = [int(s) for s in sizes]
+    if sizes is None:
+        counts = [torch.zeros(1, dtype=torch.long, device=tensor.device) for _ in range(world_size())]
+        dist.all_gather(counts, torch.tensor([len(tensor)], device=tensor.device))
+        sizes = [int(count) for count in counts]
     padded = torch.zeros((max(sizes), *tensor.shape[1:]), dtype=tensor.dtype, device=tensor.device)
     padded[:len(tensor)] = tensor
     parts = [torch.empty_like(padded) for _ in sizes]
@@ -132,8 +137,9 @@ def all_logsumexp(x: torch.Tensor) -> tuple[torch.Tensor, int | torch.Tensor]:
     local = torch.logsumexp(x.flatten().float(), 0)
     if world_size() == 1:
         return local, x.numel()
-    lse = all_gather_cat(local.view(1))  # (W,)
-    count = all_gather_cat(torch.tensor([x.numel()], device=x.device)).sum()
+    one_each = [1] * world_size()
+    lse = all_gather_cat(local.view(1), one_each)  # (W,)
+    count = all_gather_cat(torch.tensor([x.numel()], device=x.device), one_each).sum()
     return torch.logsumexp(lse, 0), count
 
 
@@ -141,7 +147,8 @@ def average_gradients(parameters) -> None:
     """Average the gradients of ``parameters`` over ranks, as DDP does for the network's.
 
     A dense gradient is all-reduced. A sparse one (PIC's weight rows) is all-gathered as (rows, values)
-    and summed row by row, so every rank steps the union of the rows any rank touched.
+    and summed row by row, so every rank steps the union of the rows any rank touched; how many rows each rank
+    has is data-dependent, so gathering them reads the counts back to the host (PIC's exception, ``pic.py``).
     """
     W = world_size()
     if W == 1:
@@ -172,8 +179,9 @@ def replica_bank(steps: int = 4, n: int = 1000, dim: int = 16, batch: int = 64, 
     for _ in range(steps):
         idx = torch.randperm(n, generator=g)[:batch]
         features = F.normalize(torch.randn(batch, dim, generator=g), dim=1)
-        mine = idx.tensor_split(world_size())[rank()], features.tensor_split(world_size())[rank()]
-        memory.update(all_gather_cat(mine[0]), all_gather_cat(mine[1]))
+        shards = idx.tensor_split(world_size())
+        sizes, mine = [len(shard) for shard in shards], (shards[rank()], features.tensor_split(world_size())[rank()])
+        memory.update(all_gather_cat(mine[0], sizes), all_gather_cat(mine[1], sizes))
     return memory.bank
 
 

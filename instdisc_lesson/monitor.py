@@ -64,5 +64,17 @@ class Monitor:
         return {"baselines": self.baselines, "untrained": self.untrained, "eval_seconds": self.eval_seconds}
 
     def load_state_dict(self, state: dict) -> None:
-        self.baselines, self.untrained = state["baselines"], state.get("untrained")  # absent from old checkpoints
+        self.baselines, self.untrained = state["baselines"], state.get("untrained")  # None: nothing to fall back to
         self.eval_seconds = state.get("eval_seconds", self.eval_seconds)
+
+
+def last_knn(history: list[dict], baselines: dict) -> dict:
+    """The progress bar's kNN: this epoch's, else the last one measured with its epoch, else the untrained network's;
+    ``{}`` before any (a run without test images)."""
+    for entry in reversed(history):
+        if "knn_top1" in entry:
+            latest = entry is history[-1]
+            return {"knn": f"{entry['knn_top1']:.3f}" + ("" if latest else f" (epoch {entry['epoch']})")}
+    if "random_init_knn_top1" in baselines:
+        return {"knn": f"{baselines['random_init_knn_top1']:.3f} (untrained)"}
+    return {}

@@ -17,6 +17,12 @@ makes it work with four ingredients:
 
 The paper's official code implements only the first; the course implements all of them.
 
+PIC is the trainer's one exception to "no step reads a value back from the device", because its shapes depend
+on the data: with recent negatives the candidates are ``torch.unique`` of the batch and the queue (their
+number is known only on the device), and ``RowSparseSGD`` coalesces the sparse gradient (how many distinct rows
+it holds, likewise); under torchrun the ranks' sparse rows are gathered with their counts read back
+(``distributed.average_gradients``). Padding them to a fixed size would trade these syncs for work on rows
+that were never sampled, the cost the sparse update exists to avoid.
 """
 from __future__ import annotations
 
@@ -107,7 +113,7 @@ class PIC(Objective):
         if not self.recent_k:
             return torch.arange(self.n, device=idx.device)
         recent = torch.where(self.queue >= 0, self.queue, idx[:1])  # empty slots (-1) stand in for a batch index
-        return torch.unique(torch.cat([idx, recent]))  # (<= B + K,): unique's size is the step's one host sync
+        return torch.unique(torch.cat([idx, recent]))  # (<= B + K,): unique's size is read back (a host sync)
 
     def forward(self, features: torch.Tensor, idx: torch.Tensor, gen=None) -> torch.Tensor:
         check_batch(features, idx, self.n, self.dim)

@@ -4,7 +4,7 @@ The rows are ``records.definitions.PAPER200``: the runs, and the commands, of th
 Each row trains through ``train`` (``cli.train_command``) into ``--out/ROW`` with ``--resume``, one after
 another, so an interrupted reproduction goes on where it stopped: a row whose ``metrics.json`` was written with
 the settings asked is skipped, the row under way resumes from its last complete epoch. Before the first row,
-a few steps of every row are timed (``cost.expected_seconds``) and the expected total is printed; after every
+a few steps of every row are timed (``cost.time_steps``, ``cost.expected_seconds``) and the expected total is printed; after every
 row, the overall progress and the expected finish, and the table is written again (``table1.py``).
 
     python -m instdisc_lesson reproduce table1 [--rows NAME ...] [--out FOLDER] [--model resnet18] [--epochs N]
@@ -76,10 +76,10 @@ def measure(plan: list) -> dict[str, dict]:
     timed once (``precision.resolve``, for the first row) and evaluations cost what the first row's took."""
     import dataclasses
 
-    from . import resume
+    from . import resolve, resume
     from .arguments import build_config
     from .config import is_smoke
-    from .cost import expected_seconds
+    from .cost import expected_seconds, time_steps
     from .data import SMOKE_SIZES, load_dataset
     from .trainer import Trainer
 
@@ -88,15 +88,18 @@ def measure(plan: list) -> dict[str, dict]:
     costs, eval_seconds, arithmetic = {}, None, {}
     for run, targs in plan:
         checkpoint = Path(targs.out) / "checkpoint.pt"
-        saved = resume.saved_config(checkpoint) if checkpoint.exists() else None
-        chosen_here = {"precision": saved.precision, "memory_format": saved.memory_format} if saved else arithmetic
-        trainer = Trainer(dataclasses.replace(build_config(targs, train), **chosen_here), train, test,
-                          device=targs.device, progress=False)
-        arithmetic = arithmetic or {"precision": trainer.cfg.precision, "memory_format": trainer.cfg.memory_format}
+        cfg = resolve.as_saved(build_config(targs, train), resume.saved_config(checkpoint) if checkpoint.exists() else None)
+        if arithmetic and "auto" in (cfg.precision, cfg.memory_format):  # chosen for the first row: the same here
+            cfg = dataclasses.replace(cfg, **arithmetic)
+        cfg, _ = resolve.precision(cfg, train, targs.device)
+        arithmetic = arithmetic or {"precision": cfg.precision, "memory_format": cfg.memory_format}
+        trainer = Trainer(cfg, train, test, device=targs.device, progress=False)
         if checkpoint.exists():
-            trainer.load(checkpoint)
-        costs[run.name] = expected_seconds(trainer, eval_seconds=eval_seconds)
-        eval_seconds = costs[run.name]["eval_seconds"]
+            resume.load(trainer, checkpoint)
+        if eval_seconds is None:
+            trainer.monitor.baseline(trainer.model, trainer.epoch, trainer.evaluate)
+            eval_seconds = trainer.monitor.eval_seconds or 0.0
+        costs[run.name] = expected_seconds(trainer, time_steps(trainer), eval_seconds)
         del trainer
     return costs
 

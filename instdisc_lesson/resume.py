@@ -1,21 +1,19 @@
 """A run's checkpoint: what a :class:`~instdisc_lesson.trainer.Trainer` saves after every epoch, and the checks
 that let a run resume only where it is the same run. Taught in notebook 06.
 
-The state is plain ``state_dict``s (network, objective, optimizer, scheduler), the random streams, the
-history and the monitor's baselines, beside the config and a fingerprint of the training images; the file
-is written atomically (``checkpoint.save_checkpoint``), so an interrupted run resumes from its last complete
+The state is the Trainer's own (``Trainer.state_dict``: network, objective, optimizer, scheduler, the random
+streams, the history and the monitor's baselines, beside the resolved config and a fingerprint of the training
+images); this module keeps the file and the checks. The file is written atomically (``checkpoint.save_checkpoint``), so an interrupted run resumes from its last complete
 epoch with the same result. Every checkpoint of the course is read by ``checkpoint.load_checkpoint``.
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 from pathlib import Path
 
 from . import distributed as dist
 from .checkpoint import CheckpointError, atomic_write, load_checkpoint, save_checkpoint
-from .precision import set_layout
 from .recipe import TrainConfig
 
 STATE_KEYS = ("config", "n", "epoch", "model", "objective", "optimizer", "scheduler", "generator", "history", "baselines")
@@ -29,43 +27,18 @@ def fingerprint(dataset) -> str:
     return digest.hexdigest()[:16]
 
 
-def state_of(trainer) -> dict:
-    """The run's state. Under torchrun every rank must call it: it gathers each rank's random stream."""
-    state = {
-        "config": trainer.cfg.to_dict(), "n": len(trainer.train_set), "data": trainer.data_fingerprint(),
-        "epoch": trainer.epoch, "model": trainer.model.state_dict(), "objective": trainer.objective.state_dict(),
-        "optimizer": trainer.optimizer.state_dict(), "scheduler": trainer.scheduler.state_dict(),
-        "generator": trainer.gen.get_state(), "history": trainer.history, **trainer.monitor.state_dict(),
-        "kept_epoch": trainer.kept()["epoch"],
-    }
-    if trainer.world > 1:
-        mine = trainer.gen.get_state().to(trainer.device)
-        state["rank_generators"] = [row.clone() for row in dist.all_gather_cat(mine.view(1, -1)).cpu()]
-    return state
-
-
 def save(trainer, path) -> None:
-    """Write the checkpoint (under torchrun: every rank calls this, rank 0 alone writes)."""
-    state = state_of(trainer)
+    """Write ``trainer.state_dict()`` to ``path`` (under torchrun: every rank calls this, rank 0 alone writes)."""
+    state = trainer.state_dict()
     if trainer.rank == 0:
         save_checkpoint(path, state)
     dist.barrier()  # when save returns, every rank can read the file
 
 
-def restore(trainer, state: dict) -> None:
-    """Put back a state from :func:`state_of` (checked by the caller)."""
-    trainer.model.load_state_dict(state["model"])
-    trainer.objective.load_state_dict(state["objective"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.scheduler.load_state_dict(state["scheduler"])
-    trainer.gen.set_state(state["rank_generators"][trainer.rank] if trainer.world > 1 else state["generator"])
-    trainer.epoch, trainer.history = state["epoch"], state["history"]
-    trainer.monitor.load_state_dict(state)
-
-
 def load(trainer, path) -> None:
-    """Resume the run saved in ``path``, checked first: it must be a trainer's checkpoint, made with the same
-    settings (``RESUMABLE_CHANGES`` aside) on the same training images. Nothing changes when it is refused."""
+    """Resume the run saved in ``path``, checked first: it must be a trainer's checkpoint, made with the same resolved
+    config (``RESUMABLE_CHANGES`` aside) on the same training images. Nothing changes when it is refused; the edge
+    that built the config took what the run decided when it started ("auto", a time cap) from it (``resolve.as_saved``)."""
     state = load_checkpoint(path)
     missing = [key for key in STATE_KEYS if key not in state]
     if missing:
@@ -76,10 +49,7 @@ def load(trainer, path) -> None:
                               f"{len(trainer.train_set)}: use another --out folder")
     mine = trainer.cfg.to_dict()
     # Settings added since it was saved take their defaults, also inside nested settings (the views' rotate).
-    saved = TrainConfig.from_dict({**TrainConfig().to_dict(), **state["config"]}).to_dict()
-    for key in ("precision", "memory_format"):  # asked for "auto": the run goes on as it was chosen when it started
-        if getattr(trainer.requested, key) == "auto":
-            mine[key] = saved[key]
+    saved = TrainConfig.from_dict({**TrainConfig(objective=mine["objective"]).to_dict(), **state["config"]}).to_dict()
     if saved["world_size"] != trainer.cfg.world_size:
         raise CheckpointError(
             f"checkpoint {path} was made by {saved['world_size']} process(es) and this run has {trainer.cfg.world_size}: "
@@ -92,26 +62,22 @@ def load(trainer, path) -> None:
             f"checkpoint {path} was made with {', '.join(f'{k}={saved.get(k)!r}' for k in changed)}; this run has "
             f"{', '.join(f'{k}={mine[k]!r}' for k in changed)}. Resuming would mix two different runs: "
             "repeat the checkpoint's settings, or use another --out folder")
-    if state.get("data", trainer.data_fingerprint()) != trainer.data_fingerprint():
+    if state.get("data", trainer.fingerprint) != trainer.fingerprint:
         raise CheckpointError(f"checkpoint {path} was made on other training images ({state['n']} of them, like "
                               "these, but different): use another --out folder")
-    if (mine["precision"], mine["memory_format"]) != (trainer.cfg.precision, trainer.cfg.memory_format):
-        trainer.cfg = dataclasses.replace(trainer.cfg, precision=mine["precision"], memory_format=mine["memory_format"])
-        set_layout(trainer.model, trainer.cfg.memory_format)
-    restore(trainer, state)
+    trainer.load_state_dict(state)
 
 
-def back_to_last(trainer) -> None:
-    """After a non-finite epoch: the trainer back to the last complete epoch's checkpoint, if it wrote one."""
-    path = trainer.out_dir / "checkpoint.pt" if trainer.out_dir is not None else None
-    if path is not None and path.exists():
-        restore(trainer, load_checkpoint(path))
+def last_state(out_dir) -> dict | None:
+    """The last complete epoch's state in ``out_dir`` (after a non-finite epoch the trainer goes back to it), if any."""
+    path = Path(out_dir) / "checkpoint.pt" if out_dir is not None else None
+    return load_checkpoint(path) if path is not None and path.exists() else None
 
 
 def write_history(trainer) -> None:
     """``history.json`` beside the checkpoint: every epoch's numbers, the baselines, the timings (rank 0)."""
     if trainer.out_dir is not None and trainer.rank == 0:
-        text = json.dumps({"history": trainer.history, "baselines": trainer.baselines, "timings": trainer.timings},
+        text = json.dumps({"history": trainer.history, "baselines": trainer.monitor.baselines, "timings": trainer.timings},
                           indent=2)
         atomic_write(trainer.out_dir / "history.json", lambda tmp: Path(tmp).write_text(text))
 

@@ -19,7 +19,7 @@ def step_losses(cfg: TrainConfig, train: InstanceDataset, test: InstanceDataset 
     losses = []
     trainer.step_hooks.append(lambda t, idx, f: losses.append(t.step_loss))  # tensors: read once, at the end
     trainer.fit()
-    return {"loss": [float(x) for x in losses], "history": trainer.history, "baselines": trainer.baselines}
+    return {"loss": [float(x) for x in losses], "history": trainer.history, "baselines": trainer.monitor.baselines}
 
 
 def grid_runs(base: TrainConfig, train: InstanceDataset, test: InstanceDataset | None = None, **axes) -> dict:

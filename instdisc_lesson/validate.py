@@ -210,3 +210,21 @@ def check_data_source(name: str) -> None:
         raise ValueError(f"unknown data {name!r}: {path.absolute()} does not exist. Give 'quick', 'cifar10' or {layout}")
     if not (path / "train").is_dir():
         raise ValueError(f"image folder {path / 'train'} does not exist: expected {layout}")
+
+
+def check_run(cfg, train_images: int, reference_images: int, with_test: bool, world: int, device: torch.device) -> None:
+    """What a Trainer refuses before building anything: a batch larger than the images, kNN's k above the labelled
+    images, an unresolved "auto", a world size other than torchrun's, SyncBatchNorm or bf16 where they cannot run."""
+    if cfg.batch_size > train_images:
+        raise ValueError(f"batch_size={cfg.batch_size} is larger than the dataset ({train_images} images): use at most {train_images}")
+    if with_test:
+        check_k(cfg.knn_k, reference_images)
+    if "auto" in (cfg.precision, cfg.memory_format):
+        raise ValueError("precision or memory_format 'auto' is decided before the Trainer is built: pass the config "
+                         "through resolve.precision(cfg, train) first (the CLI and load_or_train do)")
+    if cfg.world_size != world:
+        raise ValueError(f"the config says world_size={cfg.world_size}, but this process is one of {world}: "
+                         "start the run with torchrun --nproc_per_node set to the config's world_size")
+    if cfg.sync_batchnorm and device.type != "cuda":
+        raise ValueError("--sync-bn needs CUDA GPUs (PyTorch's SyncBatchNorm runs on GPUs only): leave it out on a CPU")
+    check_precision_usable(device, cfg.precision)

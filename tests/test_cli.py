@@ -151,6 +151,7 @@ def test_defaults_fit_the_folder_and_this_machines_time(folder, tmp_path, capsys
 def test_a_run_that_makes_features_worse_keeps_the_untrained_network(folder, tmp_path, capsys, monkeypatch):
     """No harm done: when the last epoch scores below the untrained network on the training images, the run keeps
     the untrained weights, says so, and semisup uses them; a kept epoch worse on the test images is called out."""
+    from instdisc_lesson import resume
     from instdisc_lesson.cli import pretrained_encoder
     from instdisc_lesson.data import load_dataset
     from instdisc_lesson.models import build_encoder
@@ -164,7 +165,7 @@ def test_a_run_that_makes_features_worse_keeps_the_untrained_network(folder, tmp
                     p.add_(1.0)
             self.epoch = 1
             self.history.append({"epoch": 1, "loss": 1.0, "knn_top1": 0.0, "knn_top5": 0.0, "train_loo_top1": score})
-            self.save(self.out_dir / "checkpoint.pt")
+            resume.save(self, self.out_dir / "checkpoint.pt")
         return fit
 
     args = ["train", "--data", str(folder), "--epochs", "1", "--batch-size", "8", "--knn-k", "5", "--out"]
@@ -309,8 +310,9 @@ def test_expected_time_reads_like_a_person_would_say_it():
 
 
 def test_timing_the_budget_does_not_change_the_run(tmp_path):
-    """expected_seconds times a few steps and undoes them: the run is bit-identical to one never timed."""
+    """cost.time_steps times a few steps and undoes them: the run is bit-identical to one never timed."""
     from conftest import make_dataset
+    from instdisc_lesson import cost as costs
     from instdisc_lesson.recipe import quick_config
     from instdisc_lesson.trainer import Trainer
 
@@ -319,7 +321,8 @@ def test_timing_the_budget_does_not_change_the_run(tmp_path):
         cfg = quick_config(objective=objective, epochs=2, batch_size=16, knn_k=5, **extra)
         plain, timed = Trainer(cfg, train, test, progress=False), Trainer(cfg, train, test, progress=False)
         plain.fit()
-        cost = timed.expected_seconds()
+        timed.monitor.baseline(timed.model, 0, timed.evaluate)
+        cost = costs.expected_seconds(timed, costs.time_steps(timed), timed.monitor.eval_seconds)
         timed.fit()
         assert cost["steps"] == (2 * 4 if objective == "nce" else 2 * 2) and cost["evaluations"] == 2
         for part in ("model", "objective"):

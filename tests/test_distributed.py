@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from conftest import make_dataset
-from instdisc_lesson import distributed as D
+from instdisc_lesson import distributed as D, resume
 from instdisc_lesson.memory_bank import MemoryBank
 from instdisc_lesson.parametric import ParametricSoftmax
 from instdisc_lesson.pic import PIC
@@ -70,6 +70,19 @@ def train_ranks(objective, extra):
             "history": [(h["loss"], h["knn_top1"]) for h in trainer.history]}
 
 
+def syncs_of_a_step(objective, extra):
+    """The reads and data-dependent shapes of rank's second epoch (host_syncs.HostSyncs), and its steps."""
+    from host_syncs import HostSyncs
+
+    train = make_dataset(64)
+    cfg = quick_config(objective=objective, epochs=2, batch_size=16, knn_k=5, seed=0, world_size=D.world_size(), **extra)
+    trainer = Trainer(cfg, train, None, progress=False)
+    trainer.train_epoch()
+    with HostSyncs() as syncs:
+        trainer.train_epoch()
+    return len(trainer.step_losses), syncs.reads, syncs.shapes
+
+
 def resumed_vs_straight(folder):
     train, test = make_dataset(64), make_dataset(32, seed=1)
     cfg = quick_config(objective="nce", epochs=2, batch_size=16, knn_k=5, nce_m=8, seed=0, world_size=D.world_size())
@@ -77,7 +90,7 @@ def resumed_vs_straight(folder):
     straight.fit()
     Trainer(cfg, train, test, out_dir=folder, progress=False).fit(epochs=1)  # "interrupted" after epoch 1
     resumed = Trainer(cfg, train, test, out_dir=folder, progress=False)
-    resumed.load(os.path.join(folder, "checkpoint.pt"))
+    resume.load(resumed, os.path.join(folder, "checkpoint.pt"))
     resumed.fit()
     return straight.objective.state_dict(), resumed.objective.state_dict()
 
@@ -120,6 +133,17 @@ def test_every_objective_keeps_the_ranks_identical(objective, extra):
     assert rank0["history"] == rank1["history"]
 
 
+# Under two processes the shard sizes come from the split on the host: the all-gathers read nothing back. PIC's
+# stated exception grows: its ranks' sparse rows are gathered with each rank's count read back (rows and values:
+# 2 gathers x 2 ranks = 4 reads a step) and coalesced twice more (the gathered gradient), besides RowSparseSGD's.
+@pytest.mark.parametrize("objective, extra, reads_per_step, shapes_per_step", [
+    ("parametric", {}, 0, 0), ("softmax", {}, 0, 0), ("nce", {"nce_m": 8}, 0, 0), ("pic", {}, 4, 3)])
+def test_a_step_under_two_processes_reads_nothing_back_but_pic_s_stated_syncs(objective, extra, reads_per_step,
+                                                                             shapes_per_step):
+    for steps, reads, shapes in D.spawn(syncs_of_a_step, 2, objective, extra):
+        assert steps >= 4 and (reads, shapes) == (1 + reads_per_step * steps, shapes_per_step * steps), (steps, reads, shapes)
+
+
 def test_resume_under_torchrun_equals_the_uninterrupted_run(tmp_path):
     (straight, resumed), _ = D.spawn(resumed_vs_straight, 2, str(tmp_path))
     for key, value in straight.items():
@@ -134,10 +158,10 @@ def test_a_checkpoint_of_another_world_size_is_refused_with_the_command_to_use(t
     state["config"]["world_size"] = 2
     torch.save(state, tmp_path / "checkpoint.pt")
     with pytest.raises(CheckpointError, match="made by 2 process.*torchrun --nproc_per_node 2"):
-        trainer.load(tmp_path / "checkpoint.pt")
+        resume.load(trainer, tmp_path / "checkpoint.pt")
     del state["config"]["world_size"]  # a checkpoint from before world_size existed: one process
     torch.save(state, tmp_path / "checkpoint.pt")
-    trainer.load(tmp_path / "checkpoint.pt")
+    resume.load(trainer, tmp_path / "checkpoint.pt")
 
 
 def test_batch_too_small_for_the_ranks_is_explained():

@@ -3,7 +3,8 @@ import pytest
 import torch
 
 from conftest import make_dataset
-from instdisc_lesson import precision
+from instdisc_lesson import precision, resolve, resume
+from instdisc_lesson.checkpoint import CheckpointError
 from instdisc_lesson.precision import choose, measure
 from instdisc_lesson.recipe import quick_config
 from instdisc_lesson.trainer import Trainer
@@ -42,19 +43,29 @@ def test_auto_is_resolved_recorded_and_kept_on_resume(tmp_path, monkeypatch, tim
     train, test = make_dataset(64), make_dataset(32, seed=1)
     monkeypatch.setattr(precision, "measure", lambda *a, **k: dict(timings))
     cfg = quick_config(epochs=2, batch_size=16, knn_k=5, precision="auto", memory_format="auto")
-    first = Trainer(cfg, train, test, out_dir=tmp_path, progress=False)
-    assert (first.cfg.precision, first.cfg.memory_format) == expected
+    with pytest.raises(ValueError, match="'auto' is decided before the Trainer is built"):
+        Trainer(cfg, train, test, progress=False)  # the Trainer trains the config it is given, never another
+    resolved, measured = resolve.precision(cfg, train)
+    assert (resolved.precision, resolved.memory_format) == expected
+    assert measured["precision_seconds"] == {f"{p}/{m}": t for (p, m), t in timings.items()}
+    first = Trainer(resolved, train, test, out_dir=tmp_path, progress=False, timings=measured)
+    assert first.cfg is resolved
     first.fit(epochs=1)
     saved = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["config"]
     assert (saved["precision"], saved["memory_format"]) == expected
-    # resumed on a machine whose timing says the opposite: the run goes on as it started
+    # resumed on a machine whose timing says the opposite: the run goes on as it started (the saved choice)
     other = SLOW_BF16 if timings is FAST_BF16 else FAST_BF16
     monkeypatch.setattr(precision, "measure", lambda *a, **k: dict(other))
-    resumed = Trainer(cfg, train, test, out_dir=tmp_path, progress=False)
-    resumed.load(tmp_path / "checkpoint.pt")
+    again, _ = resolve.precision(resolve.as_saved(cfg, resume.saved_config(tmp_path / "checkpoint.pt")), train)
+    resumed = Trainer(again, train, test, out_dir=tmp_path, progress=False)
+    resume.load(resumed, tmp_path / "checkpoint.pt")
     assert (resumed.cfg.precision, resumed.cfg.memory_format) == expected
     resumed.fit()
     assert resumed.epoch == 2
+    # without the saved choice (timed again, the opposite) the resumed run is refused, by name, not rewritten
+    fresh, _ = resolve.precision(cfg, train)
+    with pytest.raises(CheckpointError, match="precision|memory_format"):
+        resume.load(Trainer(fresh, train, test, out_dir=tmp_path, progress=False), tmp_path / "checkpoint.pt")
 
 
 def test_a_bf16_step_matches_fp32_within_tolerance():
@@ -96,6 +107,6 @@ def test_bf16_where_the_device_cannot_run_it_is_refused_with_what_to_do(monkeypa
     with pytest.raises(ValueError, match=r"--precision bf16 cannot run on cpu here \(this device does not support "
                                          r"bfloat16 autocast\): use --precision fp32, or auto"):
         Trainer(quick_config(epochs=1, batch_size=16, knn_k=5, precision="bf16"), train, None, progress=False)
-    auto = Trainer(quick_config(epochs=1, batch_size=16, knn_k=5, precision="auto", memory_format="auto"), train, None,
-                   progress=False)
-    assert auto.cfg.precision == "fp32" and all(key.startswith("fp32/") for key in auto.timings["precision_seconds"])
+    auto, timings = resolve.precision(quick_config(epochs=1, batch_size=16, knn_k=5, precision="auto",
+                                                   memory_format="auto"), train)
+    assert auto.precision == "fp32" and all(key.startswith("fp32/") for key in timings["precision_seconds"])

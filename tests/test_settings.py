@@ -1,6 +1,8 @@
 """Each objective declares the settings it reads; every other objective's setting is refused, on the command line and
 in TrainConfig, for every (objective, option) pair, before anything is loaded or written."""
 import dataclasses
+import re
+from pathlib import Path
 
 import pytest
 
@@ -120,3 +122,26 @@ def test_a_resolved_config_is_frozen():
     cfg = quick_config()
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.epochs = 3
+
+
+PACKAGE = Path(__file__).resolve().parents[1] / "instdisc_lesson"
+ASSIGNS = re.compile(r"^\s*([^=#\n]*?)\s(?:[-+*/|&]?)=\s")  # the left side of an assignment statement
+
+
+def assignments_to_a_trainer(package: Path) -> list[str]:
+    """``file:line`` of every statement outside trainer.py that assigns an attribute of a trainer (``trainer.x = ...``,
+    ``a, trainer.x = ...``, ``trainer.x += ...``, ``setattr(trainer, ...)``)."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "trainer.py":
+            continue
+        for number, line in enumerate(path.read_text().splitlines(), 1):
+            left = ASSIGNS.match(line)
+            if (left and re.search(r"\b(trainer|t|probe)\.\w+", left.group(1))) or re.search(r"setattr\(\s*trainer\b", line):
+                found.append(f"{path.name}:{number}: {line.strip()}")
+    return found
+
+
+def test_no_module_assigns_a_trainer_s_attributes():
+    """The Trainer owns its state: resume.py and cost.py go through state_dict / load_state_dict."""
+    assert assignments_to_a_trainer(PACKAGE) == []
