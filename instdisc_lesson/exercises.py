@@ -15,6 +15,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .recipe import lr_drops
+
 
 def _ok(name):
     print(f"✓ {name}: correct")
@@ -153,7 +155,7 @@ def _drop_gains(records: dict) -> dict:
     """The reference for :func:`check_drop_gains`."""
     out = {}
     for name, r in records.items():
-        drops = [round(f * r["config"]["epochs"]) for f in r["config"]["lr_milestones"]]
+        drops = lr_drops(r["config"]["epochs"], tuple(r["config"]["lr_milestones"]))
         knn = {h["epoch"]: h["knn_top1"] for h in r["history"] if "knn_top1" in h}
         out[name] = tuple(100 * (knn[min(e for e in knn if e > d)] - knn[max(e for e in knn if e <= d)]) for d in drops)
     return out

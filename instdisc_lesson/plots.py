@@ -11,6 +11,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from . import recipe
 from .data import InstanceDataset
 
 
@@ -57,6 +58,15 @@ def show_classes(dataset: InstanceDataset, per_class: int = 8):
 
 
 _BASELINE_STYLES = ("--", ":", "-.", (0, (5, 1, 1, 1)))  # one dash style per baseline line
+BASELINES = (("untrained network", "random_init_knn_top1"), ("raw pixels", "raw_pixel_knn_top1"))
+
+
+def draw_baselines(ax, metrics: dict) -> None:
+    """A run's baselines (``metrics``: its metrics.json or record) on a kNN axis in %: the untrained network's and
+    raw pixels' kNN top-1, dashed grey lines named with their values."""
+    for (name, key), style in zip(BASELINES, _BASELINE_STYLES):
+        if key in metrics:
+            ax.axhline(100 * metrics[key], ls=style, lw=1, color="gray", label=f"{name} {100 * metrics[key]:.1f}")
 
 
 def plot_curves(curves: dict, xlabel: str, ylabel: str, title: str, ax=None, hlines: dict | None = None, logy=False):
@@ -189,9 +199,7 @@ def plot_records(records: dict, highlight: str | None = None, title: str = "", l
         evaluated = [h for h in history if "knn_top1" in h]
         a2.plot([h["epoch"] for h in evaluated], [100 * h["knn_top1"] for h in evaluated], **style)
     first = next(iter(records.values()))
-    for (name, key), style in zip((("untrained network", "random_init_knn_top1"), ("raw pixels", "raw_pixel_knn_top1")),
-                                  _BASELINE_STYLES):
-        a2.axhline(100 * first[key], ls=style, lw=1, color="gray", label=f"{name} {100 * first[key]:.1f}")
+    draw_baselines(a2, first)
     a1.set_ylabel("training loss" + (" (log scale)" if logy else "")); a1.set_title("loss per epoch")
     a2.set_ylabel("kNN top-1 on the test images (%)"); a2.set_title("kNN accuracy")
     if logy:
@@ -210,10 +218,9 @@ def plot_records(records: dict, highlight: str | None = None, title: str = "", l
 
 
 def lr_drops(run: dict) -> list[int]:
-    """The epochs after which a run's learning rate fell x0.1: its config's fractions of its length
-    (``TrainConfig.lr_milestones``; the paper's 120 and 160 of 200)."""
+    """The epochs after which a run's learning rate fell x0.1 (``recipe.lr_drops`` of its config)."""
     cfg = run["config"]
-    return sorted({max(1, round(f * cfg["epochs"])) for f in cfg.get("lr_milestones", (0.6, 0.8))})
+    return recipe.lr_drops(cfg["epochs"], tuple(cfg.get("lr_milestones", recipe.TrainConfig.lr_milestones)))
 
 
 def plot_budget(runs: dict, title: str = ""):
@@ -235,10 +242,8 @@ def plot_budget(runs: dict, title: str = ""):
         a2.plot(drops, [0.03] * len(drops), "^", color=f"C{i}", markersize=7, transform=a2.get_xaxis_transform(),
                 clip_on=False)
     first = next(iter(runs.values()))
-    for (name, key), style in zip((("untrained network", "random_init_knn_top1"), ("raw pixels", "raw_pixel_knn_top1")),
-                                  _BASELINE_STYLES):
-        a2.axhline(100 * first[key], ls=style, lw=1, color="gray", label=f"{name} {100 * first[key]:.1f}")
-        lowest.append(100 * first[key])
+    draw_baselines(a2, first)
+    lowest += [100 * first[key] for _, key in BASELINES if key in first]
     a2.set_ylim(bottom=min(lowest) - 4)  # room under the lowest line for the lr-drop triangles
     a2.plot([], [], "^", color="gray", label="lr × 0.1 after this epoch")
     a1.set_ylabel("training loss"); a1.set_title("loss per epoch")

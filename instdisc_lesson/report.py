@@ -46,6 +46,8 @@ def write_report(model, train, test, metrics: dict, path, seed: int = 0) -> list
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
+    from .plots import draw_baselines
+
     history = metrics["history"]
     train_f, test_f = embed(model, train.images), embed(model, test.images)
     mean = pixel_mean(train.images)
@@ -60,8 +62,7 @@ def write_report(model, train, test, metrics: dict, path, seed: int = 0) -> list
     scored = [e for e in history if "knn_top1" in e]
     ax.plot([0] + [e["epoch"] for e in scored], [100 * metrics["random_init_knn_top1"]] + [100 * e["knn_top1"] for e in scored],
             "o-", ms=3, label="learned features")
-    ax.axhline(100 * metrics["random_init_knn_top1"], color="grey", ls="--", label="untrained network")
-    ax.axhline(100 * metrics["raw_pixel_knn_top1"], color="black", ls=":", label="raw pixels")
+    draw_baselines(ax, metrics)
     ax.set(xlabel="epoch", ylabel="kNN top-1 on the test images (%)", title=f"kNN (k = {metrics['config']['knn_k']})")
     ax.legend(fontsize=8, loc="lower right")
     panels = ["loss", "knn"]

@@ -76,3 +76,22 @@ def test_bar_table_puts_each_series_value_on_its_own_bar():
     # bars of one row sit side by side, in the order given: 10 epochs, 200 epochs, paper
     xs = [ax.containers[i].patches[0].get_x() for i in range(3)]
     assert xs == sorted(xs) and len(set(xs)) == 3
+
+
+def test_the_trainer_and_the_figures_drop_the_lr_at_the_same_epochs():
+    """One rule (recipe.lr_drops): the trainer's scheduler and the figures' triangles, for any schedule."""
+    from instdisc_lesson.recipe import lr_drops
+    from instdisc_lesson.trainer import Trainer
+
+    cfg = quick_config(epochs=7, lr_milestones=(0.3, 0.9), batch_size=16, knn_k=5)
+    trainer = Trainer(cfg, make_dataset(32), None, progress=False)
+    assert sorted(trainer.scheduler.milestones) == plots.lr_drops({"config": cfg.to_dict()}) == lr_drops(7, (0.3, 0.9)) \
+        == [2, 6]
+
+
+def test_records_and_reports_draw_the_same_baselines():
+    """One helper draws a run's baselines: dashed grey lines named with their values, wherever they appear."""
+    fig, ax = matplotlib.pyplot.subplots()
+    plots.draw_baselines(ax, {"random_init_knn_top1": 0.25, "raw_pixel_knn_top1": 0.305})
+    assert [line.get_label() for line in ax.get_lines()] == ["untrained network 25.0", "raw pixels 30.5"]
+    assert {line.get_color() for line in ax.get_lines()} == {"gray"}
