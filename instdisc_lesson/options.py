@@ -16,6 +16,7 @@ import argparse
 from .models import MODELS
 from .nce import NCE, NCE_M
 from .pic import PIC
+from .precision import MEMORY_FORMATS, PRECISIONS
 from .objectives import TAU
 from .recipe import CPU_SECONDS, FITTED_DEFAULTS as FITTED, MAX_PASSES, QUICK_DEFAULTS as QUICK
 from .registry import OBJECTIVE_OPTIONS, OBJECTIVES, readers
@@ -240,10 +241,10 @@ def _optimisation_options(g) -> None:
     g.add_argument("--lr", type=float, help="SGD learning rate, x0.1 at 60%% and 80%% of the epochs (default: 0.03, "
                    "the paper's; momentum 0.9, weight decay 5e-4)")
     g.add_argument("--seed", type=int, help="random seed (default: 0)")
-    g.add_argument("--precision", choices=("auto", "fp32", "bf16"), help="the network's arithmetic (the objective, "
+    g.add_argument("--precision", choices=PRECISIONS, help="the network's arithmetic (the objective, "
                    "bank and kNN stay fp32). Default: quick set: fp32; CPU and paper: auto, both timed "
                    "here and the faster kept")
-    g.add_argument("--memory-format", choices=("auto", "contiguous", "channels_last"), help="the network's memory "
+    g.add_argument("--memory-format", choices=MEMORY_FORMATS, help="the network's memory "
                    "layout. Default: quick set: contiguous; CPU and paper: auto, timed with the "
                    "precision")
     g.add_argument("--compile", action="store_true", default=None, help="torch.compile the model (default: off; its "
