@@ -77,8 +77,13 @@ class InstanceDataset:
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """uint8 images in [0, 255] -> float images in [0, 1]: the 'test transform' of the course."""
-    return images.float().div_(255.0)
+    """uint8 images in [0, 255] -> float images in [0, 1]: the 'test transform' of the course. Float images (an
+    augmented batch) are taken to be in [0, 1] already and come back as float32, never changed in place."""
+    if images.dtype == torch.uint8:
+        return images.float().div_(255.0)  # .float() made a new tensor: dividing it in place is safe
+    if images.is_floating_point():
+        return images.float()
+    raise TypeError(f"images must be uint8 in [0, 255] or float in [0, 1], not {images.dtype}")
 
 
 # ----------------------------------------------------------------------------------------------

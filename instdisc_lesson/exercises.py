@@ -43,21 +43,43 @@ def _not_attempted(check, why: str) -> None:
           "come back, write your answer, and run this cell again.")
 
 
+def _self_match(images: torch.Tensor, gen: torch.Generator) -> float:
+    """The reference for :func:`check_self_match`."""
+    from .augment import AugmentConfig, augment
+    from .knn import pixel_mean, raw_pixel_features
+
+    views = augment(images, AugmentConfig(), gen)  # float in [0, 1]
+    mean = pixel_mean(images)
+    originals, seen = raw_pixel_features(images, mean), raw_pixel_features(views, mean)
+    return ((seen @ originals.t()).argmax(dim=1) == torch.arange(len(images))).float().mean().item()
+
+
 @exercise
-def check_flip(fn) -> None:
-    """Notebook 00. ``fn(batch, p, gen)`` flips each image horizontally with probability p, independently."""
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(8, 3, 32, 32, generator=g)
-    assert torch.equal(fn(x, 1.0, g), x.flip(-1)), "with p = 1 every image must be mirrored (x.flip(-1))"
-    assert torch.equal(fn(x, 0.0, g), x), "with p = 0 the batch must come back unchanged"
-    same = x[:1].expand(400, -1, -1, -1)
-    out = fn(same, 0.5, g)
-    flipped = (out - same.flip(-1)).flatten(1).abs().amax(1) < 1e-7
-    kept = (out - same).flatten(1).abs().amax(1) < 1e-7
-    assert bool((flipped | kept).all()), "each output must be either the image or its mirror"
-    rate = flipped.float().mean().item()
-    assert abs(rate - 0.5) < 4 * math.sqrt(0.25 / 400), f"p = 0.5 flipped {rate:.0%} of 400 copies: draw one coin per image"
-    _ok("per-sample flip")
+def check_self_match(fn) -> None:
+    """Notebook 00. ``fn(images, gen)`` augments the uint8 ``images`` once (one ``augment`` call with ``gen``), centres
+    the raw pixels of the originals and of the views by the originals' mean image, and returns the share of views
+    whose nearest original (cosine) is their own image.
+
+    Checked on shipped CIFAR-10 photos with three generator seeds: the reference draws the same views.
+    """
+    from .pretrained import load_sample
+
+    reference, _, _ = load_sample()
+    for seed in (0, 1, 2):
+        images = reference.images[:200]
+        expected = _self_match(images, torch.Generator().manual_seed(seed))
+        got = fn(images.clone(), torch.Generator().manual_seed(seed))
+        assert got is not None, "return the share as a number"
+        got = float(got)
+        where = f"200 photos, seed {seed}: got {got:.3f}, expected {expected:.3f}."
+        assert abs(got - 1.0) > 1e-6 or abs(expected - 1.0) < 1e-6, (
+            f"{where} Every view found itself: compare each view with the ORIGINALS, not with the views")
+        assert got > 2 / len(images) or expected <= 2 / len(images), (
+            f"{where} About chance: are the views compared with the originals of the same images, in the same order?")
+        assert abs(got - expected) < 0.5 / len(images), (
+            f"{where} Call augment once on the whole batch with gen (the check draws the same views); centre both "
+            "sets by pixel_mean(images), the originals' mean; for each VIEW (row) take the most similar original")
+    _ok("instance discrimination with raw pixels")
 
 
 @exercise
@@ -88,35 +110,26 @@ def check_age_distribution(fn) -> None:
 
 
 @exercise
-def check_mc_Z(fn) -> None:
-    """Notebook 03. ``fn(bank, f, tau, m, gen)`` estimates Z = sum_j exp(v_j.f/tau) from m uniform samples (eq. 7)."""
-    g = torch.Generator().manual_seed(0)
-    bank, f = F.normalize(torch.randn(2000, 8, generator=g), dim=1), F.normalize(torch.randn(1, 8, generator=g), dim=1)
-    bank = bank[(f @ bank.t())[0].argsort(descending=True)]  # rows sorted by score: the first m are not a sample
-    X = torch.exp(f @ bank.t() / 0.1)[0].double()
-    Z, cv = X.sum().item(), (X.std(unbiased=False) / X.mean()).item()
-    for m in (20000, 500):
-        est = float(fn(bank, f, 0.1, m, torch.Generator().manual_seed(1)))
-        assert abs(est / Z - 1) < 5 * cv / math.sqrt(m), (
-            f"m={m}: estimate {est:.4g} vs exact Z {Z:.4g}: draw the m rows uniformly at random and scale the mean by n")
-    _ok("Monte-Carlo Z")
+def check_z_cap(fn) -> None:
+    """Notebook 03. ``fn(m)`` is the largest h (eq. 5) the positive can reach when Z is re-estimated over all 1 + m
+    columns, the positive included (lemniscate's estimator, ``z_estimator="all"``).
 
+    The reference is measured with the package's ``NCE``: a positive that scores far above its m noise rows.
+    """
+    from instdisc_lesson.nce import NCE  # here, not at the top: exercises must import without the objectives
 
-@exercise
-def check_table1_gaps(fn, table1: dict) -> None:
-    """Notebook 06. ``fn(table1)`` returns ``{m: points by which NCE with m noise samples trails the full softmax}``."""
-    shifted = {name: {**r, "knn_top1": r["knn_top1"] - 0.01 * k} for k, (name, r) in enumerate(reversed(table1.items()))}
-    for records in (table1, shifted):  # the records in the notebook's order, then reversed with other numbers
-        softmax = next(r for r in records.values() if r["config"]["objective"] == "softmax")["knn_top1"]
-        ref = {r["config"]["nce_m"]: 100 * (softmax - r["knn_top1"])
-               for r in records.values() if r["config"]["objective"] == "nce"}
-        got = fn(records)
-        assert got is not None and sorted(got) == sorted(ref), f"expected one entry per NCE record, m in {sorted(ref)}"
-        for m in ref:
-            assert math.isclose(got[m], ref[m], abs_tol=0.05), (
-                f"m={m}: got {got[m]:.2f}, expected {ref[m]:.2f} (softmax's knn_top1 minus NCE's, in points; "
-                "find the records by their config, not by position)")
-    _ok("Table 1 gaps")
+    n = 100_000
+    for m in (1, 2, 10, 4096):
+        nce = NCE(n=n, dim=4, m=m, tau=1.0, z_estimator="all")
+        nce.update_Z(torch.tensor([[60.0] + [0.0] * m]))  # s / tau: the positive at 60, every noise row at 0
+        P = math.exp(60.0 - float(nce.log_Z))  # eq. 4
+        measured = P / (P + m / n)  # eq. 5
+        got = fn(m)
+        assert got is not None, "return the cap as a number"
+        assert abs(float(got) - measured) < 1e-4, (
+            f"m={m}: you give {float(got):.5f}, the package's NCE measures {measured:.5f}. Z over the 1 + m columns is "
+            "at least the positive's own term, n exp(s+) / (m + 1): bound P = exp(s+) / Z, then put it into eq. 5")
+    _ok("the cap on h")
 
 
 @exercise

@@ -190,3 +190,16 @@ def test_malformed_cifar_batches_give_clear_message(tmp_path):
         pickle.dump(["not", "a", "batch"], fh)
     with pytest.raises(DatasetUnavailableError, match="unreadable"):
         data.load_cifar10(tmp_path, train=True, download=False)
+
+
+def test_to_float_scales_uint8_and_leaves_float_images_alone():
+    """uint8 -> [0, 1]; a float batch (an augmented one) is already in [0, 1]: not divided again, not changed in place."""
+    from instdisc_lesson.data import to_float
+
+    u8 = torch.tensor([[0, 51, 255]], dtype=torch.uint8)
+    assert torch.equal(to_float(u8), torch.tensor([[0.0, 0.2, 1.0]]))
+    views = torch.tensor([[0.0, 0.5, 1.0]])
+    out = to_float(views)
+    assert torch.equal(out, torch.tensor([[0.0, 0.5, 1.0]])) and torch.equal(views, torch.tensor([[0.0, 0.5, 1.0]]))
+    with pytest.raises(TypeError, match="uint8"):
+        to_float(torch.tensor([[1, 2]], dtype=torch.int64))

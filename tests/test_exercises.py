@@ -8,40 +8,65 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from instdisc_lesson import exercises, records
-from instdisc_lesson.knn import rank_classes
+from instdisc_lesson.augment import AugmentConfig, augment
+from instdisc_lesson.knn import pixel_mean, rank_classes
 from instdisc_lesson.proximal import proximal_term
 
-TABLE1 = records.load_experiment("table1")
 SEMI = list(records.load_experiment("semi_supervised").values())
 PAPER200 = records.load_experiment("paper200")
 
 
 # -- right answers -------------------------------------------------------------------------------------------
-def flip_right(batch, p, gen):
-    coins = torch.rand(batch.shape[0], generator=gen) < p
-    return torch.where(coins.view(-1, 1, 1, 1), batch.flip(-1), batch)
+def _features(x, mean):
+    return F.normalize(x.float().flatten(1) - mean, dim=1)
+
+
+def _share(views_f, originals_f, dim=1):
+    return ((views_f @ originals_f.t()).argmax(dim) == torch.arange(len(originals_f))).float().mean().item()
+
+
+def self_match_right(images, gen):  # floats throughout, no round trip through uint8: the same share
+    views = augment(images, AugmentConfig(), gen)
+    mean = pixel_mean(images)
+    return _share(_features(views, mean), _features(images / 255, mean))
+
+
+def self_match_views_vs_views(images, gen):  # each view's nearest view is itself: 1.0
+    views_f = _features(augment(images, AugmentConfig(), gen), pixel_mean(images))
+    return _share(views_f, views_f)
+
+
+def self_match_not_centred(images, gen):
+    zero = torch.zeros(images[0].numel())
+    return _share(_features(augment(images, AugmentConfig(), gen), zero), _features(images / 255, zero))
+
+
+def self_match_own_means(images, gen):  # each set centred by its own mean image
+    views = augment(images, AugmentConfig(), gen)
+    return _share(_features(views, views.flatten(1).mean(0)), _features(images / 255, pixel_mean(images)))
+
+
+def self_match_wrong_axis(images, gen):  # the nearest view of each original
+    views = augment(images, AugmentConfig(), gen)
+    mean = pixel_mean(images)
+    return _share(_features(views, mean), _features(images / 255, mean), dim=0)
+
+
+def self_match_originals_unscaled(images, gen):  # by hand, the uint8 originals left in 0-255 beside views in [0, 1]
+    views = augment(images, AugmentConfig(), gen)
+    mean = pixel_mean(images)
+    return _share(_features(views, mean), _features(images, mean))
 
 
 def age_right(S):
     return [max(0, S - abs(a - S)) / S**2 for a in range(2 * S + 1)]
 
 
-def mc_right(bank, f, tau, m, gen):
-    j = torch.randint(0, len(bank), (m,), generator=gen)
-    return len(bank) * torch.exp(f @ bank[j].t() / tau).mean()
-
-
-def gaps_right(table1):
-    softmax = next(r for r in table1.values() if r["config"]["objective"] == "softmax")["knn_top1"]
-    return {r["config"]["nce_m"]: 100 * (softmax - r["knn_top1"]) for r in table1.values() if r["config"]["objective"] == "nce"}
-
-
-def gaps_first_is_softmax(table1):  # takes the first record whose objective is not NCE as the softmax: the parametric
-    rows = list(table1.values())
-    softmax = next(r for r in rows if r["config"]["objective"] != "nce")["knn_top1"]
-    return {r["config"]["nce_m"]: 100 * (softmax - r["knn_top1"]) for r in rows if r["config"]["objective"] == "nce"}
+def cap_right(m):
+    return (m + 1) / (2 * m + 1)
 
 
 def grad_right(f, v, lam):
@@ -129,10 +154,12 @@ def grad_by_autograd(f, v, lam):  # right numbers, but differentiated, not deriv
 
 
 CASES = [  # (check, right answer, {mistake: wrong answer})
-    (exercises.check_flip, flip_right, {
-        "one coin per batch": lambda b, p, g: b.flip(-1) if torch.rand(1, generator=g) < p else b,
-        "flips with probability 1 - p": lambda b, p, g: flip_right(b, 1 - p, g),
-        "flips upside down": lambda b, p, g: torch.where((torch.rand(b.shape[0], generator=g) < p).view(-1, 1, 1, 1), b.flip(-2), b)}),
+    (exercises.check_self_match, self_match_right, {
+        "views compared with views": self_match_views_vs_views,
+        "pixels not centred": self_match_not_centred,
+        "each set centred by its own mean": self_match_own_means,
+        "argmax over the wrong axis (nearest view of each original)": self_match_wrong_axis,
+        "the originals left in 0-255, the views in [0, 1]": self_match_originals_unscaled}),
     (exercises.check_peak_probability, peak_right, {
         "n - 1 forgotten (n others)": lambda n, c, t: 1 / (1 + n * math.exp((c - 1) / t)),
         "tau forgotten": lambda n, c, t: 1 / (1 + (n - 1) * math.exp(c - 1)),
@@ -143,15 +170,12 @@ CASES = [  # (check, right answer, {mistake: wrong answer})
         "geometric (drawn with replacement)": lambda S: [0.0] + [(1 - 1 / S) ** (a - 1) / S for a in range(1, 2 * S + 1)],
         "uniform on 1..2S-1": lambda S: [0.0] + [1 / (2 * S - 1)] * (2 * S - 1) + [0.0],
         "off by one (peak at S + 1)": lambda S: [0.0] + age_right(S)[:-1]}),
-    (exercises.check_mc_Z, mc_right, {
-        "n forgotten": lambda b, f, t, m, g: torch.exp(f @ b[torch.randint(0, len(b), (m,), generator=g)].t() / t).mean(),
-        "the first m rows, not a sample": lambda b, f, t, m, g: len(b) * torch.exp(f @ b[:m].t() / t).mean(),
-        "tau forgotten": lambda b, f, t, m, g: mc_right(b, f, 1.0, m, g)}),
-    (functools.partial(exercises.check_table1_gaps, table1=TABLE1), gaps_right, {
-        "fraction, not points": lambda t: {m: g / 100 for m, g in gaps_right(t).items()},
-        "sign reversed": lambda t: {m: -g for m, g in gaps_right(t).items()},
-        "parametric taken for the softmax": gaps_first_is_softmax,
-        "numbers copied from the table": lambda t: gaps_right(TABLE1)}),
+    (exercises.check_z_cap, cap_right, {
+        "the m = 1 answer for every m": lambda m: 2 / 3,
+        "the prior m / (m + 1)": lambda m: m / (m + 1),
+        "no cap (eq. 7's noise-only Z)": lambda m: 1.0,
+        "P bounded by 1/n, the positive's term alone": lambda m: 1 / (1 + m),
+        "a half, whatever m": lambda m: 0.5}),
     (exercises.check_knn_limits, limits_right, {
         "swapped: 1-NN for sigma -> infinity": lambda tf, ty, qf, k, C: limits_right(tf, ty, qf, k, C)[::-1],
         "sigma -> 0 still a vote of k": lambda tf, ty, qf, k, C: (limits_right(tf, ty, qf, k, C)[0],) * 2,
@@ -230,7 +254,7 @@ def _stub(*args, **kwargs):
 def test_an_unwritten_exercise_is_reported_not_raised(check, capsys):
     """Run All must reach the last cell: a stub (or a None answer) prints 'not attempted yet' instead of raising."""
     fn = getattr(exercises, check)
-    extra = {"check_table1_gaps": (TABLE1,), "check_stops_paying": (SEMI,), "check_drop_gains": (PAPER200,)}.get(check, ())
+    extra = {"check_stops_paying": (SEMI,), "check_drop_gains": (PAPER200,)}.get(check, ())
     for answer in (_stub, None):
         fn(answer, *extra)
         out = capsys.readouterr().out
