@@ -117,7 +117,7 @@ def leave_one_out_knn(features: torch.Tensor, labels: torch.Tensor, k: int = 200
     A score of the features that needs no test image: every training image in turn is a query, and its
     own row sits out of the vote. ``queries`` (indices) classifies only those images, each still against
     all the others. ``k`` is at most n - 1 (the others). A run uses it to decide whether it ends with its
-    last epoch's network or the untrained one (``Trainer.kept``, README "No harm done").
+    last epoch's network or the untrained one (``monitor.Monitor.kept``, README "No harm done").
     """
     k = min(k, len(features) - 1)
     queries = torch.arange(len(features), device=features.device) if queries is None else queries.to(features.device)
