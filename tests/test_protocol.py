@@ -31,7 +31,7 @@ def test_trainer_source_has_no_probe_and_no_objective_name():
 
 def test_every_objective_is_an_objective_and_built_from_the_config():
     for name in OBJECTIVES:
-        cfg = quick_config(objective=name, dim=8, nce_m=5)
+        cfg = quick_config(objective=name, dim=8, **({"nce_m": 5} if name == "nce" else {}))
         obj = build_objective(cfg, 20)
         assert isinstance(obj, Objective) and type(obj) is objective_class(name)
     assert issubclass(NCE, BankObjective) and issubclass(NonParametricSoftmax, BankObjective)
@@ -50,12 +50,14 @@ def test_the_objectives_say_what_they_need():
 
 def test_deviations_name_what_the_paper_did_not_run():
     """Table 1's NCE rows (m = 1, 10, 512, 4096) are the paper's own runs, so their m is no deviation; an m the
-    paper never ran is, and so is the EMA of Z. The softmax has no m to depart in."""
+    paper never ran is, and so is the EMA of Z. The softmax has no m to depart in: an m given to it is refused."""
     for m in (1, 10, 512, 4096):
         assert deviations(paper_config(objective="nce", nce_m=m)) == {}, m
         assert deviations(paper_config(objective="nce", nce_m=m, z_mode="ema")) == {"z_mode": ("ema", "once")}, m
     assert deviations(paper_config(objective="nce", nce_m=256)) == {"nce_m": (256, 4096)}
-    assert deviations(paper_config(objective="softmax", nce_m=256)) == {}
+    assert deviations(paper_config(objective="softmax")) == {}
+    with pytest.raises(ValueError, match="nce_m is not read by the softmax objective"):
+        paper_config(objective="softmax", nce_m=256)
 
 
 def test_defaults_of_the_protocol():
@@ -84,7 +86,7 @@ def test_pic_asks_for_its_row_sparse_optimizer(correction):
     (dict(tau=0.0), r"tau=0.0 must be > 0 \(--tau"), (dict(lam=-1.0), r"lam=-1.0 must be >= 0 \(--lam"),
     (dict(objective="triplet"), "unknown objective 'triplet'"), (dict(model="vgg"), "unknown model 'vgg'"),
     (dict(z_mode="sometimes"), r"z_mode='sometimes' is unknown \(--z-mode\)"),
-    (dict(recent_k=-2), r"recent_k=-2 must be >= 0 \(--recent-k"), (dict(epochs=0), r"epochs=0 must be a positive integer \(--epochs\)"),
+    (dict(objective="pic", recent_k=-2), r"recent_k=-2 must be >= 0 \(--recent-k"), (dict(epochs=0), r"epochs=0 must be a positive integer \(--epochs\)"),
 ])
 def test_config_messages_name_the_user_facing_parameter(kwargs, message):
     with pytest.raises(ValueError, match=message):
