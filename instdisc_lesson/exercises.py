@@ -15,6 +15,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .nce import NCE
 from .recipe import lr_drops
 
 
@@ -116,8 +117,6 @@ def check_z_cap(fn) -> None:
 
     The reference is measured with the package's ``NCE``: a positive that scores far above its m noise rows.
     """
-    from instdisc_lesson.nce import NCE  # here, not at the top: exercises must import without the objectives
-
     n = 100_000
     for m in (1, 2, 10, 4096):
         nce = NCE(n=n, dim=4, m=m, tau=1.0, z_estimator="all")

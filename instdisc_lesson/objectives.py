@@ -141,7 +141,7 @@ class BankObjective(Objective):
                Option("bank_momentum", "memory bank: how much of a row's old value it keeps at each update "
                       f"(default: {BANK_MOMENTUM}, from the paper's code)", {"type": float, "metavar": "MOMENTUM"}),
                BANK_INIT_OPTION,
-               Option("lam", "proximal weight lambda of eqs. 8-9 (default: 0, off; the paper tries 10-50)",
+               Option("lam", "proximal weight lambda of eqs. 8-9 (default: 0, off; the paper's Fig. 3 plots 10-50)",
                       {"type": float, "metavar": "LAMBDA"}))
 
     def __init__(self, n: int, dim: int, tau: float = TAU, bank_momentum: float = BANK_MOMENTUM, lam: float = 0.0,
